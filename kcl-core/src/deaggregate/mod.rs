@@ -1,0 +1,1 @@
+//! KPL de-aggregation (placeholder; filled by the foundation issue).

@@ -1,0 +1,31 @@
+//! The framework's error type.
+
+use crate::lease::LeaseStoreError;
+use crate::types::ParseSequenceNumberError;
+
+/// Errors the framework returns to the application.
+#[derive(Debug, thiserror::Error)]
+pub enum KclError {
+    /// The configuration cannot work; the message says which setting and why.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The lease store failed.
+    #[error(transparent)]
+    LeaseStore(#[from] LeaseStoreError),
+    /// A sequence number or checkpoint value could not be parsed.
+    #[error("invalid sequence number: {0}")]
+    SequenceNumber(#[from] ParseSequenceNumberError),
+    /// A Kinesis call failed.
+    #[error("Kinesis {operation} failed: {message}")]
+    Kinesis {
+        /// The API call, e.g. `GetRecords`.
+        operation: &'static str,
+        /// What went wrong.
+        message: String,
+        /// Whether retrying may succeed (throttling, 5xx, timeouts, expired iterators).
+        retryable: bool,
+    },
+    /// The worker was shut down.
+    #[error("the worker is shutting down")]
+    Shutdown,
+}

@@ -1,0 +1,21 @@
+//! # kcl-core
+//!
+//! The Kinesis consumer framework: a fleet of workers shares the shards of a stream through leases, reads their
+//! records, takes KPL aggregates apart, hands batches to your [`RecordProcessor`](crate) and checkpoints them, with
+//! at-least-once delivery.
+//!
+//! The pipeline, one module per stage:
+//! discover → [`lease`] → retrieve → [`deaggregate`] → batch → process → checkpoint.
+//!
+//! Storage for leases and checkpoints goes through the [`lease::LeaseStore`] trait only; this crate never names
+//! DynamoDB (see `kcl-dynamo-lease` for that store).
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod deaggregate;
+pub mod error;
+pub mod lease;
+pub mod types;
+
+pub use error::KclError;
+pub use types::{ExtendedSequenceNumber, HashKeyRange, Record, SequenceNumber, Shard};
