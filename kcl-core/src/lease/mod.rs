@@ -16,7 +16,7 @@ mod store;
 #[cfg(feature = "test-util")]
 pub mod contract;
 
-pub use memory::MemoryLeaseStore;
+pub use memory::{MemoryLeaseStore, RequestCounts};
 pub use store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
 
 /// One lease: a shard of a stream, its owner, its fencing counter and its checkpoint.
