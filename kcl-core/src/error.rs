@@ -25,6 +25,16 @@ pub enum KclError {
         /// Whether retrying may succeed (throttling, 5xx, timeouts, expired iterators).
         retryable: bool,
     },
+    /// A checkpoint request the framework refused because it could break at-least-once delivery.
+    #[error("invalid checkpoint: {0}")]
+    InvalidCheckpoint(String),
+    /// The worker no longer holds the lease, so it may not checkpoint; the next owner resumes from the last
+    /// checkpoint.
+    #[error("lease {lease_key} is no longer held by this worker")]
+    LeaseLost {
+        /// The lease that was lost.
+        lease_key: String,
+    },
     /// The worker was shut down.
     #[error("the worker is shutting down")]
     Shutdown,

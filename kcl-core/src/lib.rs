@@ -1,7 +1,7 @@
 //! # kcl-core
 //!
 //! The Kinesis consumer framework: a fleet of workers shares the shards of a stream through leases, reads their
-//! records, takes KPL aggregates apart, hands batches to your [`RecordProcessor`](crate) and checkpoints them, with
+//! records, takes KPL aggregates apart, hands batches to your [`RecordProcessor`] and checkpoints them, with
 //! at-least-once delivery.
 //!
 //! The pipeline, one module per stage:
@@ -15,7 +15,9 @@
 pub mod deaggregate;
 pub mod error;
 pub mod lease;
+pub mod process;
 pub mod types;
 
 pub use error::KclError;
+pub use process::{Batch, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, Record, SequenceNumber, Shard};

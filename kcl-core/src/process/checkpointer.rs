@@ -1,0 +1,213 @@
+//! The [`Checkpointer`]: how a processor records progress, and the rules that keep delivery at-least-once.
+//!
+//! A checkpoint may only name a position the framework has already delivered to the processor, and may never go
+//! backwards. Writes go through a [`CheckpointSink`] (the lease coordinator), which fences them with the lease owner
+//! and counter, so a worker that lost its lease cannot move the checkpoint.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::KclError;
+use crate::types::{ExtendedSequenceNumber, Record};
+
+/// Where fenced checkpoint writes go. The lease coordinator implements it; tests can record calls.
+#[async_trait]
+pub trait CheckpointSink: Send + Sync + 'static {
+    /// Writes `position` as the lease's checkpoint, fenced by the current owner and counter.
+    async fn checkpoint(&self, lease_key: &str, position: &ExtendedSequenceNumber) -> Result<(), KclError>;
+    /// Writes a prepared (two-phase) checkpoint with optional application state, fenced likewise.
+    async fn prepare_checkpoint(
+        &self,
+        lease_key: &str,
+        position: &ExtendedSequenceNumber,
+        state: Option<Bytes>,
+    ) -> Result<(), KclError>;
+}
+
+/// Records a processor's progress on one shard. Handed to every processor callback that may checkpoint.
+pub struct Checkpointer {
+    lease_key: Arc<str>,
+    sink: Arc<dyn CheckpointSink>,
+    /// The last position delivered to the processor: nothing beyond it may be checkpointed.
+    largest_permitted: Option<ExtendedSequenceNumber>,
+    /// The checkpoint as last written (or as found when the lease was taken).
+    last_checkpoint: ExtendedSequenceNumber,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("lease_key", &self.lease_key)
+            .field("largest_permitted", &self.largest_permitted)
+            .field("last_checkpoint", &self.last_checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpointer {
+    /// A checkpointer for `lease_key` whose stored checkpoint is `current`. Frameworks and tests create these;
+    /// processors only use them.
+    pub fn new(lease_key: impl Into<Arc<str>>, sink: Arc<dyn CheckpointSink>, current: ExtendedSequenceNumber) -> Self {
+        Self { lease_key: lease_key.into(), sink, largest_permitted: None, last_checkpoint: current }
+    }
+
+    /// The lease this checkpointer writes to.
+    pub fn lease_key(&self) -> &str {
+        &self.lease_key
+    }
+
+    /// The checkpoint as last written or found.
+    pub fn last_checkpoint(&self) -> &ExtendedSequenceNumber {
+        &self.last_checkpoint
+    }
+
+    /// The newest position delivered to the processor, if any.
+    pub fn largest_permitted(&self) -> Option<&ExtendedSequenceNumber> {
+        self.largest_permitted.as_ref()
+    }
+
+    /// Tells the checkpointer that records up to `position` have been handed to the processor.
+    pub fn set_largest_permitted(&mut self, position: ExtendedSequenceNumber) {
+        if self.largest_permitted.as_ref().is_none_or(|current| position > *current) {
+            self.largest_permitted = Some(position);
+        }
+    }
+
+    /// Checkpoints everything delivered so far (the last record of the last batch).
+    pub async fn checkpoint(&mut self) -> Result<(), KclError> {
+        match self.largest_permitted.clone() {
+            Some(position) => self.write(position).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Checkpoints at `record`: it and every record before it in the shard are processed.
+    pub async fn checkpoint_record(&mut self, record: &Record) -> Result<(), KclError> {
+        self.checkpoint_at(record.extended_sequence_number()).await
+    }
+
+    /// Checkpoints at an explicit position (a delivered record's sequence and sub-sequence number).
+    pub async fn checkpoint_at(&mut self, position: ExtendedSequenceNumber) -> Result<(), KclError> {
+        self.validate(&position)?;
+        self.write(position).await
+    }
+
+    /// Stores a prepared checkpoint and optional application state without moving the checkpoint (two-phase
+    /// commit: prepare, make your side effects durable, then [`checkpoint_at`](Self::checkpoint_at)).
+    pub async fn prepare_checkpoint(
+        &mut self,
+        position: ExtendedSequenceNumber,
+        state: Option<Bytes>,
+    ) -> Result<(), KclError> {
+        self.validate(&position)?;
+        self.sink.prepare_checkpoint(&self.lease_key, &position, state).await
+    }
+
+    /// Writes `SHARD_END`; only the framework calls this, after the shard's last record was processed.
+    #[allow(dead_code)] // Called by the shard lifecycle, which lands with the worker.
+    pub(crate) async fn checkpoint_shard_end(&mut self) -> Result<(), KclError> {
+        self.write(ExtendedSequenceNumber::ShardEnd).await
+    }
+
+    fn validate(&self, position: &ExtendedSequenceNumber) -> Result<(), KclError> {
+        if position.is_sentinel() {
+            return Err(KclError::InvalidCheckpoint(format!(
+                "{position} is not a record position; checkpoint a delivered record"
+            )));
+        }
+        match &self.largest_permitted {
+            Some(largest) if position <= largest => {}
+            _ => {
+                return Err(KclError::InvalidCheckpoint(format!(
+                    "{position} is beyond the last record delivered to the processor ({}); checkpointing it could \
+                     skip records that were never processed",
+                    self.largest_permitted.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+                )));
+            }
+        }
+        if *position < self.last_checkpoint {
+            return Err(KclError::InvalidCheckpoint(format!(
+                "{position} is before the current checkpoint {}; checkpoints never go backwards",
+                self.last_checkpoint
+            )));
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, position: ExtendedSequenceNumber) -> Result<(), KclError> {
+        if position == self.last_checkpoint {
+            return Ok(());
+        }
+        self.sink.checkpoint(&self.lease_key, &position).await?;
+        self.last_checkpoint = position;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::types::SequenceNumber;
+
+    #[derive(Default)]
+    struct RecordingSink {
+        written: Mutex<Vec<ExtendedSequenceNumber>>,
+    }
+
+    #[async_trait]
+    impl CheckpointSink for RecordingSink {
+        async fn checkpoint(&self, _lease_key: &str, position: &ExtendedSequenceNumber) -> Result<(), KclError> {
+            self.written.lock().unwrap().push(position.clone());
+            Ok(())
+        }
+        async fn prepare_checkpoint(
+            &self,
+            _lease_key: &str,
+            _position: &ExtendedSequenceNumber,
+            _state: Option<Bytes>,
+        ) -> Result<(), KclError> {
+            Ok(())
+        }
+    }
+
+    fn pos(seq: u128, sub: u64) -> ExtendedSequenceNumber {
+        ExtendedSequenceNumber::with_sub(SequenceNumber::from_u128(seq), sub)
+    }
+
+    #[tokio::test]
+    async fn refuses_positions_not_yet_delivered_and_going_backwards() {
+        let sink = Arc::new(RecordingSink::default());
+        let mut checkpointer = Checkpointer::new("shard-0", sink.clone(), ExtendedSequenceNumber::TrimHorizon);
+        // Nothing delivered: a checkpoint() is a no-op and any explicit position is refused.
+        checkpointer.checkpoint().await.unwrap();
+        assert!(matches!(checkpointer.checkpoint_at(pos(5, 0)).await, Err(KclError::InvalidCheckpoint(_))));
+
+        checkpointer.set_largest_permitted(pos(10, 2));
+        assert!(matches!(checkpointer.checkpoint_at(pos(10, 3)).await, Err(KclError::InvalidCheckpoint(_))));
+        assert!(matches!(checkpointer.checkpoint_at(pos(11, 0)).await, Err(KclError::InvalidCheckpoint(_))));
+        assert!(matches!(
+            checkpointer.checkpoint_at(ExtendedSequenceNumber::ShardEnd).await,
+            Err(KclError::InvalidCheckpoint(_))
+        ));
+        checkpointer.checkpoint_at(pos(7, 0)).await.unwrap();
+        assert!(matches!(checkpointer.checkpoint_at(pos(6, 0)).await, Err(KclError::InvalidCheckpoint(_))));
+        checkpointer.checkpoint().await.unwrap();
+        // Checkpointing the same position again writes nothing.
+        checkpointer.checkpoint().await.unwrap();
+        assert_eq!(*sink.written.lock().unwrap(), vec![pos(7, 0), pos(10, 2)]);
+        assert_eq!(checkpointer.last_checkpoint(), &pos(10, 2));
+    }
+
+    #[tokio::test]
+    async fn largest_permitted_never_moves_back() {
+        let sink = Arc::new(RecordingSink::default());
+        let mut checkpointer = Checkpointer::new("shard-0", sink, ExtendedSequenceNumber::TrimHorizon);
+        checkpointer.set_largest_permitted(pos(10, 0));
+        checkpointer.set_largest_permitted(pos(3, 0));
+        assert_eq!(checkpointer.largest_permitted(), Some(&pos(10, 0)));
+    }
+}

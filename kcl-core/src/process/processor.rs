@@ -1,0 +1,93 @@
+//! The one trait applications implement: [`RecordProcessor`], and the factory that makes one per shard.
+
+use async_trait::async_trait;
+
+use super::{Batch, Checkpointer};
+use crate::types::ExtendedSequenceNumber;
+
+/// An error a processor returns to say "this batch was not processed". The framework retries the batch with
+/// backoff; the checkpoint does not move past it.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a processor learns when it starts on a shard.
+#[derive(Clone, Debug)]
+pub struct InitializeInput {
+    /// The shard this processor consumes.
+    pub shard_id: String,
+    /// The lease key (the shard id, or `stream:shard` in multi-stream applications).
+    pub lease_key: String,
+    /// Where processing resumes: records at or below this position are never delivered.
+    pub checkpoint: ExtendedSequenceNumber,
+    /// A prepared (two-phase) checkpoint left by a previous owner, if any.
+    pub pending_checkpoint: Option<ExtendedSequenceNumber>,
+    /// Application state stored with the prepared checkpoint.
+    pub pending_checkpoint_state: Option<bytes::Bytes>,
+}
+
+/// Why processing of a shard stopped without a chance to checkpoint.
+#[derive(Clone, Debug)]
+pub struct LeaseLostInput {
+    /// The shard whose lease was lost.
+    pub shard_id: String,
+}
+
+/// Processes the records of one shard. The framework creates one per shard lease (through a [`ProcessorFactory`])
+/// and calls it from one task at a time, in this order:
+///
+/// `initialize` → `process_records`* → one of `shard_ended` | `shutdown_requested` | `lease_lost`.
+///
+/// Delivery is **at least once**: after a crash, a lease move or a failed batch, records after the last checkpoint
+/// are delivered again. Checkpoint only what you have fully processed.
+///
+/// An error (or a panic) in `process_records` does not skip the batch, as Java KCL does: the same batch is delivered
+/// again after a backoff, and the checkpoint stays where it is.
+#[async_trait]
+pub trait RecordProcessor: Send + 'static {
+    /// Called once before the first batch.
+    async fn initialize(&mut self, input: InitializeInput) -> Result<(), ProcessorError> {
+        let _ = input;
+        Ok(())
+    }
+
+    /// Processes one batch, in shard order. Use `checkpointer` to record progress (every batch, or less often).
+    async fn process_records(&mut self, batch: Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError>;
+
+    /// The lease moved to another worker (or could not be renewed). Checkpointing is no longer possible; release
+    /// resources. Records since the last checkpoint will be delivered to the next owner.
+    async fn lease_lost(&mut self, input: LeaseLostInput) {
+        let _ = input;
+    }
+
+    /// Every record of the (closed) shard has been delivered. Flush what you buffer and checkpoint if you wish;
+    /// unlike Java KCL, the framework writes the `SHARD_END` checkpoint itself when this returns `Ok`, so child
+    /// shards can never be stuck because a processor forgot.
+    async fn shard_ended(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        let _ = checkpointer;
+        Ok(())
+    }
+
+    /// The worker is shutting down or handing the lease to another worker: checkpoint what you have processed.
+    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+        let _ = checkpointer;
+        Ok(())
+    }
+}
+
+/// Makes a [`RecordProcessor`] for a shard. Implemented for closures `Fn(&str) -> P`.
+pub trait ProcessorFactory: Send + Sync + 'static {
+    /// The processor type.
+    type Processor: RecordProcessor;
+    /// A fresh processor for `shard_id`.
+    fn create(&self, shard_id: &str) -> Self::Processor;
+}
+
+impl<F, P> ProcessorFactory for F
+where
+    F: Fn(&str) -> P + Send + Sync + 'static,
+    P: RecordProcessor,
+{
+    type Processor = P;
+    fn create(&self, shard_id: &str) -> P {
+        self(shard_id)
+    }
+}
