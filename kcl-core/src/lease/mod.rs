@@ -38,9 +38,9 @@ pub struct Lease {
     pub pending_checkpoint: Option<ExtendedSequenceNumber>,
     /// `pendingCheckpointState`: application state stored with the prepared checkpoint.
     pub pending_checkpoint_state: Option<Bytes>,
-    /// `parentShardId` (a string set in DynamoDB): zero, one or two parents.
+    /// `parentShardId` (a string set in DynamoDB): zero, one or two parents. A set: stores need not keep the order.
     pub parent_shard_ids: Vec<String>,
-    /// `childShardIds`: written when the shard ends.
+    /// `childShardIds` (a string set): written when the shard ends. Stores need not keep the order.
     pub child_shard_ids: Vec<String>,
     /// `startingHashKey` / `endingHashKey`.
     pub hash_key_range: Option<HashKeyRange>,
