@@ -11,7 +11,7 @@ use bytes::Bytes;
 use crate::types::{ExtendedSequenceNumber, HashKeyRange};
 
 mod memory;
-mod store;
+pub mod store;
 
 #[cfg(feature = "test-util")]
 pub mod contract;
