@@ -3,6 +3,8 @@
 //! * [`Lease`] — one row of the lease table (schema compatible with Java KCL).
 //! * [`LeaseStore`] — the storage trait, with its contract; [`MemoryLeaseStore`] is the in-process reference store.
 //! * `contract` (feature `test-util`) — the public contract suite for any store.
+//! * `FaultyLeaseStore` (feature `test-util`) — wraps any store and injects transient failures, latency and lost
+//!   responses, for fleet and chaos tests.
 
 use std::fmt;
 
@@ -15,7 +17,11 @@ pub mod store;
 
 #[cfg(feature = "test-util")]
 pub mod contract;
+#[cfg(feature = "test-util")]
+mod faulty;
 
+#[cfg(feature = "test-util")]
+pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};
 pub use memory::{MemoryLeaseStore, RequestCounts};
 pub use store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
 
