@@ -82,6 +82,28 @@ impl Ctx {
         self.eq(op, "created", true, self.ok(op, store.create_lease_if_not_exists(lease).await));
     }
 
+    /// A take the contract says succeeds: `before` (the stored lease) taken at its counter by `new_owner`. Checks
+    /// the returned and the stored lease against the take's effect, and returns the lease as taken.
+    pub(super) async fn take<S: LeaseStore + ?Sized>(
+        &self,
+        store: &S,
+        op: &str,
+        before: &Lease,
+        new_owner: &str,
+    ) -> Lease {
+        let mut expected = before.clone();
+        if before.lease_owner.as_deref() != Some(new_owner) {
+            expected.owner_switches_since_checkpoint += 1;
+        }
+        expected.lease_owner = Some(new_owner.to_owned());
+        expected.checkpoint_owner = None;
+        expected.lease_counter += 1;
+        let returned = self.ok(op, store.take_lease(&before.lease_key, before.lease_counter, new_owner).await);
+        self.same_lease(format_args!("{op}: the returned lease"), &expected, &returned);
+        self.unchanged(store, &expected, op).await;
+        expected
+    }
+
     /// Checks that the stored lease is still exactly `before` (after a rejected write, a read or a no-op).
     pub(super) async fn unchanged<S: LeaseStore + ?Sized>(&self, store: &S, before: &Lease, after: &str) {
         let now = self.lease(store, &before.lease_key).await;

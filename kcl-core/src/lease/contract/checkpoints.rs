@@ -229,15 +229,10 @@ pub async fn take_clears_checkpoint_owner<S: LeaseStore + ?Sized>(store: &Arc<S>
     let key = "shardId-000000000001";
     ctx.create(s, &busy(key, "worker-a", 10)).await;
     ctx.ok("assign_for_handoff", s.assign_for_handoff(&fence(key, "worker-a", 10), "worker-b").await);
-    let mut lease = ctx.lease(s, key).await;
+    let handing_off = ctx.lease(s, key).await;
     let op = "take_lease by worker-c during the handoff";
-    let taken = ctx.ok(op, s.take_lease(key, 11, "worker-c").await);
-    lease.lease_owner = Some("worker-c".to_owned());
-    lease.checkpoint_owner = None;
-    lease.lease_counter = 12;
-    lease.owner_switches_since_checkpoint += 1;
-    ctx.same_lease(op, &lease, &taken);
-    ctx.unchanged(s, &lease, op).await;
+    let lease = ctx.take(s, op, &handing_off, "worker-c").await;
+    ctx.eq(op, "checkpoint_owner", None, lease.checkpoint_owner.as_deref());
     let op = "update_checkpoint by the previous owner after the take";
     ctx.rejected(op, s.update_checkpoint(&fence(key, "worker-a", 12), &position(20, 0)).await);
     ctx.unchanged(s, &lease, op).await;

@@ -45,16 +45,12 @@ pub async fn renew_failures_change_nothing<S: LeaseStore + ?Sized>(store: &Arc<S
 pub async fn take_unowned_lease<S: LeaseStore + ?Sized>(store: &Arc<S>) {
     let ctx = Ctx::new("take_unowned_lease");
     let s = &**store;
-    let mut lease = Lease { lease_owner: None, ..busy("shardId-000000000001", "nobody", 4) };
+    let lease = Lease { lease_owner: None, ..busy("shardId-000000000001", "nobody", 4) };
     ctx.create(s, &lease).await;
     let op = "take_lease of an unowned lease";
-    let returned = ctx.ok(op, s.take_lease(&lease.lease_key, 4, "worker-a").await);
-    lease.lease_owner = Some("worker-a".to_owned());
-    lease.lease_counter = 5;
+    let taken = ctx.take(s, op, &lease, "worker-a").await;
     // The owner changed from none to worker-a: that is an owner switch.
-    lease.owner_switches_since_checkpoint += 1;
-    ctx.same_lease(format_args!("{op}: the returned lease"), &lease, &returned);
-    ctx.unchanged(s, &lease, op).await;
+    ctx.eq(op, "owner_switches_since_checkpoint", 3, taken.owner_switches_since_checkpoint);
 }
 
 /// Taking an (expired) lease another worker holds, with the counter last seen: the new owner holds it, the owner
@@ -62,15 +58,9 @@ pub async fn take_unowned_lease<S: LeaseStore + ?Sized>(store: &Arc<S>) {
 pub async fn take_expired_lease_of_another_owner<S: LeaseStore + ?Sized>(store: &Arc<S>) {
     let ctx = Ctx::new("take_expired_lease_of_another_owner");
     let s = &**store;
-    let mut lease = busy("shardId-000000000001", "worker-b", 7);
+    let lease = busy("shardId-000000000001", "worker-b", 7);
     ctx.create(s, &lease).await;
-    let op = "take_lease of another worker's lease";
-    let returned = ctx.ok(op, s.take_lease(&lease.lease_key, 7, "worker-a").await);
-    lease.lease_owner = Some("worker-a".to_owned());
-    lease.lease_counter = 8;
-    lease.owner_switches_since_checkpoint += 1;
-    ctx.same_lease(format_args!("{op}: the returned lease"), &lease, &returned);
-    ctx.unchanged(s, &lease, op).await;
+    ctx.take(s, "take_lease of another worker's lease", &lease, "worker-a").await;
 }
 
 /// A take with a counter other than the stored one fails and changes nothing; in particular a take based on a
@@ -149,13 +139,7 @@ pub async fn release_then_take<S: LeaseStore + ?Sized>(store: &Arc<S>) {
     lease.lease_counter = 4;
     ctx.unchanged(s, &lease, op).await;
 
-    let op = "take_lease of the released lease";
-    let taken = ctx.ok(op, s.take_lease(&lease.lease_key, 4, "worker-b").await);
-    lease.lease_owner = Some("worker-b".to_owned());
-    lease.lease_counter = 5;
-    lease.owner_switches_since_checkpoint += 1;
-    ctx.same_lease(op, &lease, &taken);
-    ctx.unchanged(s, &lease, op).await;
+    ctx.take(s, "take_lease of the released lease", &lease, "worker-b").await;
 }
 
 /// Release by another owner, with a stale counter, or of an unowned lease fails and changes nothing.
