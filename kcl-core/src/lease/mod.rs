@@ -3,6 +3,8 @@
 //! * [`Lease`] — one row of the lease table (schema compatible with Java KCL).
 //! * [`LeaseStore`] — the storage trait, with its contract; [`MemoryLeaseStore`] is the in-process reference store.
 //! * `contract` (feature `test-util`) — the public contract suite for any store.
+//! * `FaultyLeaseStore` (feature `test-util`) — wraps any store and injects transient failures, latency and lost
+//!   responses, for fleet and chaos tests.
 
 use std::fmt;
 
@@ -11,11 +13,15 @@ use bytes::Bytes;
 use crate::types::{ExtendedSequenceNumber, HashKeyRange};
 
 mod memory;
-mod store;
+pub mod store;
 
 #[cfg(feature = "test-util")]
 pub mod contract;
+#[cfg(feature = "test-util")]
+mod faulty;
 
+#[cfg(feature = "test-util")]
+pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};
 pub use memory::{MemoryLeaseStore, RequestCounts};
 pub use store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
 
@@ -38,9 +44,9 @@ pub struct Lease {
     pub pending_checkpoint: Option<ExtendedSequenceNumber>,
     /// `pendingCheckpointState`: application state stored with the prepared checkpoint.
     pub pending_checkpoint_state: Option<Bytes>,
-    /// `parentShardId` (a string set in DynamoDB): zero, one or two parents.
+    /// `parentShardId` (a string set in DynamoDB): zero, one or two parents. A set: stores need not keep the order.
     pub parent_shard_ids: Vec<String>,
-    /// `childShardIds`: written when the shard ends.
+    /// `childShardIds` (a string set): written when the shard ends. Stores need not keep the order.
     pub child_shard_ids: Vec<String>,
     /// `startingHashKey` / `endingHashKey`.
     pub hash_key_range: Option<HashKeyRange>,

@@ -17,7 +17,10 @@
 //!   changes during the listing; leases created or deleted meanwhile may or may not appear. Items the store cannot
 //!   understand are skipped (with a warning), never returned half-parsed and never turned into an error.
 //! * **Nothing is cached across calls** in a way that could return a value older than a write this same store object
-//!   acknowledged.
+//!   acknowledged. This holds for every read, `list_leases_by_owner` included (a store answering it from an
+//!   eventually consistent index must not return what that index has not caught up with).
+//! * **Heartbeats are not leases.** They never appear in lease reads or listings, lease writes never touch them and
+//!   heartbeat writes never touch leases, even when a worker id equals a lease key.
 //!
 //! The public contract suite (`kcl_core::lease::contract`, feature `test-util`) checks all of this against any store.
 
@@ -153,7 +156,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     async fn renew_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError>;
 
     /// Takes a lease (expired, unowned or stolen). Condition: the counter equals `expected_counter`.
-    /// Effect: owner = `new_owner`, counter + 1, `owner_switches_since_checkpoint` + 1 when the owner changes,
+    /// Effect: owner = `new_owner`, counter + 1, `owner_switches_since_checkpoint` + 1 when the owner changes
+    /// (taking an unowned lease counts, unlike in Java KCL; a worker re-taking its own lease does not),
     /// `checkpoint_owner` cleared. Returns the lease as stored after the write.
     async fn take_lease(
         &self,
@@ -187,7 +191,8 @@ pub trait LeaseStore: Send + Sync + 'static {
     ) -> Result<u64, LeaseStoreError>;
 
     /// Records a prepared (two-phase) checkpoint with optional application state. Same condition as
-    /// [`update_checkpoint`](Self::update_checkpoint). Effect: pending checkpoint and state set, counter + 1.
+    /// [`update_checkpoint`](Self::update_checkpoint). Effect: pending checkpoint and state set (`state: None`
+    /// removes the state of an earlier prepared checkpoint), counter + 1.
     async fn prepare_checkpoint(
         &self,
         fence: &LeaseFence,

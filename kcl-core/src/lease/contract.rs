@@ -1,1 +1,0 @@
-//! Contract suite placeholder.
