@@ -139,7 +139,12 @@ impl LeaseStore for MemoryLeaseStore {
     }
 
     async fn renew_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError> {
-        self.fenced_update(&fence.lease_key, "renew: owner and counter must match", |l| owned_at(l, fence), |_| {})
+        self.fenced_update(
+            &fence.lease_key,
+            "renew: owner and counter must match and no handoff may be in progress",
+            |l| owned_at(l, fence) && l.checkpoint_owner.is_none(),
+            |_| {},
+        )
     }
 
     async fn take_lease(
@@ -241,8 +246,8 @@ impl LeaseStore for MemoryLeaseStore {
     ) -> Result<u64, LeaseStoreError> {
         self.fenced_update(
             &fence.lease_key,
-            "child shards: owner and counter must match",
-            |l| owned_at(l, fence),
+            "child shards: counter must match and the caller must hold the checkpointing right",
+            |l| may_checkpoint(l, fence),
             |l| l.child_shard_ids = child_shard_ids.to_vec(),
         )
     }

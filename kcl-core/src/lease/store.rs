@@ -151,8 +151,9 @@ pub trait LeaseStore: Send + Sync + 'static {
         Ok(all)
     }
 
-    /// Renews a lease the caller holds. Condition: owner and counter equal `fence`. Effect: counter + 1.
-    /// Returns the new counter.
+    /// Renews a lease the caller holds. Condition: owner and counter equal `fence`, and no handoff is in progress
+    /// (`checkpoint_owner` absent — as Java KCL 3.x: while the previous owner writes its final checkpoint nobody
+    /// renews, so that checkpoint's fence stays valid). Effect: counter + 1. Returns the new counter.
     async fn renew_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError>;
 
     /// Takes a lease (expired, unowned or stolen). Condition: the counter equals `expected_counter`.
@@ -200,8 +201,9 @@ pub trait LeaseStore: Send + Sync + 'static {
         state: Option<Bytes>,
     ) -> Result<u64, LeaseStoreError>;
 
-    /// Records a finished shard's children (written at shard end). Condition: owner and counter equal `fence`.
-    /// Effect: `child_shard_ids` set, counter + 1.
+    /// Records a finished shard's children (written at shard end). Same condition as
+    /// [`update_checkpoint`](Self::update_checkpoint), so a previous owner that reaches the shard end during a
+    /// handoff can still record them. Effect: `child_shard_ids` set, counter + 1.
     async fn update_child_shards(&self, fence: &LeaseFence, child_shard_ids: &[String])
     -> Result<u64, LeaseStoreError>;
 

@@ -217,9 +217,30 @@ pub async fn previous_owner_cannot_renew_after_handoff<S: LeaseStore + ?Sized>(s
     let op = "release_lease by the previous owner";
     ctx.rejected(op, s.release_lease(&fence(key, "worker-a", 11)).await);
     ctx.unchanged(s, &lease, op).await;
-    let op = "update_child_shards by the previous owner";
-    ctx.rejected(op, s.update_child_shards(&fence(key, "worker-a", 11), &["shardId-000000000002".to_owned()]).await);
+}
+
+/// During a handoff nobody renews (so the previous owner's final checkpoint stays fenced correctly), and the
+/// previous owner — who holds the checkpointing right — may record child shards; the new owner may not yet.
+pub async fn handoff_blocks_renewal_and_keeps_child_shards_with_previous_owner<S: LeaseStore + ?Sized>(store: &Arc<S>) {
+    let ctx = Ctx::new("handoff_blocks_renewal_and_keeps_child_shards_with_previous_owner");
+    let s = &**store;
+    let key = "shardId-000000000001";
+    ctx.create(s, &busy(key, "worker-a", 10)).await;
+    ctx.ok("assign_for_handoff", s.assign_for_handoff(&fence(key, "worker-a", 10), "worker-b").await);
+    let lease = ctx.lease(s, key).await;
+    let op = "renew_lease by the new owner during the handoff";
+    ctx.rejected(op, s.renew_lease(&fence(key, "worker-b", 11)).await);
     ctx.unchanged(s, &lease, op).await;
+    let children = vec!["shardId-000000000002".to_owned()];
+    let op = "update_child_shards by the new owner during the handoff";
+    ctx.rejected(op, s.update_child_shards(&fence(key, "worker-b", 11), &children).await);
+    ctx.unchanged(s, &lease, op).await;
+    let op = "update_child_shards by the previous owner during the handoff";
+    ctx.counter(op, 12, s.update_child_shards(&fence(key, "worker-a", 11), &children).await);
+    let after = ctx.lease(s, key).await;
+    ctx.eq(op, "child_shard_ids", children.as_slice(), after.child_shard_ids.as_slice());
+    ctx.eq(op, "checkpoint_owner", Some("worker-a"), after.checkpoint_owner.as_deref());
+    ctx.eq(op, "lease_owner", Some("worker-b"), after.lease_owner.as_deref());
 }
 
 /// A take during a handoff clears `checkpoint_owner`: the previous owner loses its final checkpoint.

@@ -61,9 +61,9 @@ pub use basics::{
 };
 pub use checkpoints::{
     checkpoint_rejects_a_non_owner, checkpoint_rejects_a_stale_counter, checkpoint_resets_switches_and_pending,
-    child_shards_update, handoff_final_checkpoint_by_previous_owner, handoff_previous_owner_may_prepare,
-    handoff_rejects_a_stale_fence, prepare_then_checkpoint, previous_owner_cannot_renew_after_handoff,
-    take_clears_checkpoint_owner,
+    child_shards_update, handoff_blocks_renewal_and_keeps_child_shards_with_previous_owner,
+    handoff_final_checkpoint_by_previous_owner, handoff_previous_owner_may_prepare, handoff_rejects_a_stale_fence,
+    prepare_then_checkpoint, previous_owner_cannot_renew_after_handoff, take_clears_checkpoint_owner,
 };
 pub use listing::{
     counter_rises_by_one_per_successful_write, heartbeats, heartbeats_are_not_leases, list_all_and_by_owner,
@@ -135,6 +135,7 @@ macro_rules! __lease_store_contract_cases {
             handoff_previous_owner_may_prepare
             handoff_rejects_a_stale_fence
             previous_owner_cannot_renew_after_handoff
+            handoff_blocks_renewal_and_keeps_child_shards_with_previous_owner
             take_clears_checkpoint_owner
             child_shards_update
             list_all_and_by_owner
