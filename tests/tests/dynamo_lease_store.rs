@@ -7,6 +7,8 @@ mod common;
 mod compat;
 #[path = "dynamo_lease_store/conditions.rs"]
 mod conditions;
+#[path = "dynamo_lease_store/differential.rs"]
+mod differential;
 #[path = "dynamo_lease_store/faults.rs"]
 mod faults;
 #[path = "dynamo_lease_store/handoff.rs"]
