@@ -53,7 +53,9 @@
 //! * The counter goes up on every write, including the handoff (Java's handoff leaves it alone).
 //! * `take_lease` counts an owner switch whenever the owner changes, including from no owner (Java counts only
 //!   switches from another worker).
-//! * Renewal is conditioned on owner and counter only (Java's also requires no `checkpointOwner`).
+//! * Renewal is conditioned on owner and counter (Java's on the counter and no `checkpointOwner`).
+//! * The handoff is conditioned on owner and counter (Java's also requires no handoff in progress: no
+//!   `checkpointOwner`), so a second handoff during one moves the checkpoint right to the interim owner.
 //!
 //! ## Metrics
 //! Every DynamoDB request increments [`REQUESTS_METRIC`] (`kcl_lease_store_requests_total`, labels `operation`,

@@ -112,6 +112,14 @@ async fn an_existing_table_without_the_index_gets_it() {
     // Whether or not the backfill is done yet, the answer is the same.
     let owned: Vec<_> = store.list_leases_by_owner("a").await.unwrap().into_iter().map(|l| l.lease_key).collect();
     assert_eq!(owned, ["shardId-0"]);
+    // Once the backfill is done, the store notices (it rechecks on by-owner calls) and uses the index.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !store.owner_index_active() {
+        assert!(std::time::Instant::now() < deadline, "the store never started using the new index");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(store.list_leases_by_owner("a").await.unwrap().len(), 1);
+    }
+    assert_eq!(store.list_leases_by_owner("a").await.unwrap().len(), 1);
 }
 
 #[tokio::test]
