@@ -117,12 +117,15 @@ impl DynamoLeaseStore {
 
     pub(crate) async fn renew(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError> {
         let mut e = Expr::default();
-        let condition = owner_and_counter(&mut e, fence);
+        let held = owner_and_counter(&mut e, fence);
+        let cpo = e.name(CHECKPOINT_OWNER);
+        // No renewal during a handoff, so the previous owner's final checkpoint keeps a valid fence.
+        let condition = format!("{held} AND attribute_not_exists({cpo})");
         let update = format!("SET {}", bump(&mut e));
         self.update_counter(Update {
             operation: "renew_lease",
             lease_key: &fence.lease_key,
-            reason: "renew: owner and counter must match",
+            reason: "renew: owner and counter must match and no handoff may be in progress",
             expr: e,
             update,
             condition,
@@ -327,7 +330,7 @@ impl DynamoLeaseStore {
 
     pub(crate) async fn child_shards(&self, fence: &LeaseFence, children: &[String]) -> Result<u64, LeaseStoreError> {
         let mut e = Expr::default();
-        let condition = owner_and_counter(&mut e, fence);
+        let condition = may_checkpoint(&mut e, fence);
         let attr = e.name(CHILD_SHARD_IDS);
         let update = match schema::ss(children) {
             Some(set) => format!("SET {attr} = {}, {}", e.value(set), bump(&mut e)),
@@ -337,7 +340,7 @@ impl DynamoLeaseStore {
         self.update_counter(Update {
             operation: "update_child_shards",
             lease_key: &fence.lease_key,
-            reason: "child shards: owner and counter must match",
+            reason: "child shards: counter must match and the caller must hold the checkpointing right",
             expr: e,
             update,
             condition,

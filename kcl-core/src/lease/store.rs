@@ -17,8 +17,10 @@
 //!   changes during the listing; leases created or deleted meanwhile may or may not appear. Items the store cannot
 //!   understand are skipped (with a warning), never returned half-parsed and never turned into an error.
 //! * **Nothing is cached across calls** in a way that could return a value older than a write this same store object
-//!   acknowledged. This holds for every read, `list_leases_by_owner` included (a store answering it from an
-//!   eventually consistent index must not return what that index has not caught up with).
+//!   acknowledged. One exception: `list_leases_by_owner` may be answered from an eventually consistent index
+//!   (DynamoDB's `LeaseOwnerToLeaseKeyIndex`), so a lease acquired a moment ago may be missing from it; it never
+//!   returns a lease that a consistent read shows owned by someone else. Callers use it to discover assignments and
+//!   tolerate one poll of delay.
 //! * **Heartbeats are not leases.** They never appear in lease reads or listings, lease writes never touch them and
 //!   heartbeat writes never touch leases, even when a worker id equals a lease key.
 //!
