@@ -231,17 +231,19 @@ async fn every_write_preserves_attributes_the_store_does_not_model() {
             raw
         }
     };
-    assert_eq!(store.renew_lease(&fence(key, "worker-b", 9)).await.unwrap(), 10);
-    check("renew").await;
-    store.prepare_checkpoint(&fence(key, "worker-a", 10), &seq(5), Some(Bytes::from_static(b"s"))).await.unwrap();
+    // The item is mid-handoff (checkpointOwner = worker-a): nobody renews until the final checkpoint.
+    assert!(store.renew_lease(&fence(key, "worker-b", 9)).await.is_err(), "no renewal during a handoff");
+    store.prepare_checkpoint(&fence(key, "worker-a", 9), &seq(5), Some(Bytes::from_static(b"s"))).await.unwrap();
     let raw = check("prepare").await;
     assert_eq!(raw["pendingCheckpointState"], blob(b"s"));
     assert_eq!(raw["pendingCheckpointSubSequenceNumber"], n("0"));
-    store.update_checkpoint(&fence(key, "worker-a", 11), &seq(6)).await.unwrap();
+    store.update_checkpoint(&fence(key, "worker-a", 10), &seq(6)).await.unwrap();
     let raw = check("checkpoint").await;
     assert_eq!((raw["checkpoint"].clone(), raw["ownerSwitchesSinceCheckpoint"].clone()), (s("6"), n("0")));
     assert!(!raw.contains_key("pendingCheckpoint") && !raw.contains_key("pendingCheckpointState"));
     assert!(!raw.contains_key("checkpointOwner"), "the final checkpoint of a handoff clears checkpointOwner");
+    assert_eq!(store.renew_lease(&fence(key, "worker-b", 11)).await.unwrap(), 12);
+    check("renew").await;
     store.update_child_shards(&fence(key, "worker-b", 12), &["shardId-000000000007".into()]).await.unwrap();
     assert_eq!(check("child shards").await["childShardIds"], ss(&["shardId-000000000007"]));
     store.assign_for_handoff(&fence(key, "worker-b", 13), "worker-c").await.unwrap();
