@@ -18,4 +18,4 @@ pub mod lease;
 pub mod types;
 
 pub use error::KclError;
-pub use types::{ExtendedSequenceNumber, HashKeyRange, Record, SequenceNumber, Shard};
+pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
