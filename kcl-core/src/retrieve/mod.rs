@@ -3,8 +3,8 @@
 //! * [`RecordSource`] opens a [`ShardReader`] for a shard from a checkpoint; the reader hands out [`ReadBatch`]es
 //!   until the shard ends. Polling ([`PollingFetcher`]) and, later, enhanced fan-out plug in behind these two traits.
 //! * [`PollingFetcher`] drives the `GetShardIterator`/`GetRecords` loop over any [`PollingApi`]: the AWS SDK client
-//!   ([`KinesisPollingApi`]) or a test double, so the same pacing, backoff and iterator-recovery code runs in
-//!   production and in deterministic tests.
+//!   ([`KinesisPollingApi`]) or, with feature `test-util`, the in-memory stream ([`memory_stream::MemoryStream`]),
+//!   so the same pacing, backoff and iterator-recovery code runs in production and in deterministic tests.
 //! * [`PrefetchReader`] reads ahead on a background task into a queue bounded by batches, records and bytes, with a
 //!   per-worker [`ByteBudget`] shared by all shards.
 //!
@@ -23,6 +23,9 @@ mod kinesis;
 mod metrics;
 mod polling;
 mod prefetch;
+
+#[cfg(feature = "test-util")]
+pub mod memory_stream;
 
 pub use api::{ApiError, ApiErrorKind, GetRecordsOutput, IteratorPosition, PollingApi};
 pub use backoff::Backoff;
