@@ -30,6 +30,7 @@ pub mod memory_stream;
 pub use api::{ApiError, ApiErrorKind, GetRecordsOutput, IteratorPosition, PollingApi};
 pub use backoff::Backoff;
 pub use kinesis::KinesisPollingApi;
+pub(crate) use kinesis::classify as classify_sdk_error;
 pub use polling::{MAX_RECORDS_PER_CALL, PollingConfig, PollingFetcher, PollingReader};
 pub use prefetch::{ByteBudget, PrefetchConfig, PrefetchGauge, PrefetchReader};
 

@@ -7,7 +7,8 @@
 //! * It implements [`PollingApi`](crate::retrieve::PollingApi) (iterators that expire after `iterator_ttl` of
 //!   Tokio time, 10 MiB / `limit` per read, child shards at the end of a closed shard) and therefore
 //!   [`RecordSource`](crate::retrieve::RecordSource) through the very same
-//!   [`PollingFetcher`](crate::retrieve::PollingFetcher) code as Kinesis.
+//!   [`PollingFetcher`](crate::retrieve::PollingFetcher) code as Kinesis, and
+//!   [`ShardLister`](crate::discover::ShardLister).
 //! * Fault injection ([`FaultConfig`], [`MemoryStream::script_faults`]) makes every recovery path reachable.
 //!
 //! Speed: a put locks one shard; a read locks one shard once per batch and clones records (reference counts only).
