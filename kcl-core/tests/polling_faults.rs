@@ -113,6 +113,21 @@ async fn every_scripted_fault_is_survived() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expiry_after_skipping_the_checkpointed_record_does_not_return_it() {
+    let stream = MemoryStream::with_config("skip", 1, small_batches(false));
+    let puts: Vec<_> = (0..10).map(|i| stream.put(format!("k{i}"), "v").unwrap()).collect();
+    let checkpoint = ExtendedSequenceNumber::sequence(puts[9].sequence_number.clone());
+    let mut reader = stream.open(&spec(&stream, S0), &checkpoint, &InitialPosition::Latest).await.unwrap();
+    // The only record read is the checkpointed one, which is dropped.
+    assert!(reader.next_batch().await.unwrap().records.is_empty());
+    stream.script_faults(S0, [Fault::ExpiredIterator]);
+    let fresh = stream.put("new", "n").unwrap();
+    let records = read_until(reader.as_mut(), 1).await.0;
+    assert_eq!(seqs(&records), vec![fresh.sequence_number.to_string()]);
+    assert_eq!(stream.fault_counts().expired_iterators, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn non_retryable_errors_end_the_reader_clearly() {
     let stream = MemoryStream::new("fatal", 1);
     let mut reader = stream

@@ -192,7 +192,7 @@ pub struct PollingReader<A: PollingApi> {
     start: IteratorPosition,
     /// A whole-record checkpoint read with `AT_SEQUENCE_NUMBER`: drop that record unless it is a KPL aggregate.
     skip_record_at: Option<SequenceNumber>,
-    /// The last record returned; an expired iterator restarts after it.
+    /// The last record read (returned, or skipped as the checkpoint); an expired iterator restarts after it.
     last_returned: Option<SequenceNumber>,
     iterator: Option<A::Iterator>,
     phase: Phase,
@@ -276,7 +276,7 @@ impl<A: PollingApi> PollingReader<A> {
         &self.shard
     }
 
-    /// The last record returned so far.
+    /// The last record read so far (returned, or skipped as the checkpointed record itself).
     pub fn last_returned(&self) -> Option<&SequenceNumber> {
         self.last_returned.as_ref()
     }
@@ -316,11 +316,15 @@ impl<A: PollingApi> PollingReader<A> {
                     self.backoff.reset();
                     let mut records = output.records;
                     let full = records.len() >= self.limit;
-                    if let Some(skip) = self.skip_record_at.take() {
-                        records.retain(|r| r.sequence_number != skip || r.data.starts_with(&KPL_MAGIC));
-                    }
+                    // Taken from the raw batch: a skipped record counts as passed, so an expiry restarts after it.
                     if let Some(last) = records.last() {
                         self.last_returned = Some(last.sequence_number.clone());
+                    }
+                    // Only a non-empty batch proves the checkpointed record has gone by; empty reads keep the skip.
+                    if !records.is_empty()
+                        && let Some(skip) = self.skip_record_at.take()
+                    {
+                        records.retain(|r| r.sequence_number != skip || r.data.starts_with(&KPL_MAGIC));
                     }
                     if let Some(millis) = output.millis_behind_latest {
                         self.metrics.millis_behind_latest(millis);
