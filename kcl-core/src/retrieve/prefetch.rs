@@ -12,15 +12,17 @@ use tracing::Instrument;
 use super::{ChildShard, ReadBatch, ShardReader};
 use crate::error::KclError;
 
-/// Per-shard read-ahead limits. Defaults are Java KCL's (`maxPendingProcessRecordsInput`,
-/// `maxByteSize`, `maxRecordsCount` of `SimpleRecordsFetcherFactory`/`PrefetchRecordsPublisher`).
+/// Per-shard read-ahead limits. Defaults are Java KCL's (`SimpleRecordsFetcherFactory` for
+/// `PrefetchRecordsPublisher`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrefetchConfig {
-    /// Batches queued or being read (default 4).
+    /// Batches queued or being read (default 4: KCL queues `maxPendingProcessRecordsInput` = 3 and holds one more
+    /// while waiting to enqueue it).
     pub max_batches: usize,
-    /// Bytes queued before reading pauses (default 8 MiB; see the module docs for the one-batch overshoot).
+    /// Bytes queued before reading pauses (KCL `maxByteSize`, default 8 MiB; may be passed by one batch, see
+    /// [`PrefetchReader`]).
     pub max_bytes: usize,
-    /// Records queued, strictly (default 30000).
+    /// Records queued, strictly (KCL `maxRecordsCount`, default 30000).
     pub max_records: usize,
 }
 
@@ -42,6 +44,9 @@ impl PrefetchConfig {
 }
 
 /// Bytes that all prefetch queues of a worker may hold together: a semaphore of bytes, cheap to clone and share.
+///
+/// Size it at several times the per-shard `max_bytes`: a shard whose consumer stops holds up to its own bound, and
+/// the other shards share what is left.
 #[derive(Clone, Debug)]
 pub struct ByteBudget {
     semaphore: Arc<Semaphore>,

@@ -123,7 +123,7 @@ impl PollingApi for MemoryStream {
         let start = iterator.position.min(data.records.len());
         let mut end = start;
         let mut bytes = 0;
-        let last = (start + limit.max(1)).min(data.records.len());
+        let last = start.saturating_add(limit.max(1)).min(data.records.len());
         // Count bytes only up to the limit; the first record always fits, as in Kinesis.
         while end < last {
             bytes += data.records[end].size_bytes();
