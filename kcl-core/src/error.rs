@@ -39,3 +39,18 @@ pub enum KclError {
     #[error("the worker is shutting down")]
     Shutdown,
 }
+
+impl KclError {
+    /// Whether retrying the failed operation may succeed (throttling, 5xx, timeouts, transient store errors).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kinesis { retryable, .. } => *retryable,
+            Self::LeaseStore(error) => error.is_retryable(),
+            Self::InvalidConfig(_)
+            | Self::SequenceNumber(_)
+            | Self::InvalidCheckpoint(_)
+            | Self::LeaseLost { .. }
+            | Self::Shutdown => false,
+        }
+    }
+}

@@ -5,7 +5,7 @@
 //! at-least-once delivery.
 //!
 //! The pipeline, one module per stage:
-//! discover → [`lease`] → retrieve → [`deaggregate`] → batch → process → checkpoint.
+//! [`discover`] → [`lease`] → [`retrieve`] → [`deaggregate`] → batch → process → checkpoint.
 //!
 //! Storage for leases and checkpoints goes through the [`lease::LeaseStore`] trait only; this crate never names
 //! DynamoDB (see `kcl-dynamo-lease` for that store).
@@ -13,11 +13,13 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod deaggregate;
+pub mod discover;
 pub mod error;
 pub mod lease;
 pub mod process;
+pub mod retrieve;
 pub mod types;
 
 pub use error::KclError;
 pub use process::{Batch, Checkpointer, ProcessorFactory, RecordProcessor};
-pub use types::{ExtendedSequenceNumber, HashKeyRange, Record, SequenceNumber, Shard};
+pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};

@@ -1,0 +1,98 @@
+//! Cleanup of finished shards' leases (Java KCL `cleanupLeasesUponShardCompletion`, on by default); the rules are on
+//! [`finished_leases`] and [`LeaseCleaner`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::KclError;
+use crate::lease::{Lease, LeaseStore};
+use crate::types::{ExtendedSequenceNumber, Shard};
+
+/// The keys of the finished leases among `leases` (one stream's), using `shards` to find children too.
+///
+/// A lease is **finished** when its checkpoint is `SHARD_END` and every child — from the lease's `child_shard_ids`
+/// and from the shard listing — has a lease whose processing started (its checkpoint is a sequence number or
+/// `SHARD_END`, not a starting sentinel). A lease whose children are unknown is never finished.
+pub fn finished_leases(leases: &[Lease], shards: &[Shard]) -> Vec<String> {
+    let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+    let mut children_of: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for shard in shards {
+        for parent in &shard.parent_shard_ids {
+            children_of.entry(parent.as_str()).or_default().insert(shard.shard_id.as_str());
+        }
+    }
+    let started = |lease: &Lease| {
+        matches!(lease.checkpoint, ExtendedSequenceNumber::Sequence { .. } | ExtendedSequenceNumber::ShardEnd)
+    };
+    leases
+        .iter()
+        .filter(|lease| lease.checkpoint.is_shard_end())
+        .filter(|lease| {
+            let mut children = children_of.get(lease.shard_id.as_str()).cloned().unwrap_or_default();
+            children.extend(lease.child_shard_ids.iter().map(String::as_str));
+            !children.is_empty() && children.iter().all(|child| by_shard.get(child).is_some_and(|c| started(c)))
+        })
+        .map(|lease| lease.lease_key.clone())
+        .collect()
+}
+
+/// Deletes [finished](finished_leases) leases once they have been seen finished for a grace period (default 5
+/// minutes, like Java KCL's `completedLeaseCleanupIntervalMillis`), measured on this worker's monotonic clock (no
+/// wall clocks compared). Keeps the "first seen finished" times between runs: run it on the sync leader, after a
+/// sync, with the same listing.
+pub struct LeaseCleaner {
+    store: Arc<dyn LeaseStore>,
+    stream_identifier: Option<String>,
+    grace: Duration,
+    first_seen: HashMap<String, Instant>,
+}
+
+impl std::fmt::Debug for LeaseCleaner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseCleaner").field("grace", &self.grace).field("pending", &self.first_seen.len()).finish()
+    }
+}
+
+impl LeaseCleaner {
+    /// A cleaner for the leases of one stream (`stream_identifier` as in
+    /// [`ShardSyncConfig`](super::ShardSyncConfig)) with a 5-minute grace period.
+    pub fn new(store: Arc<dyn LeaseStore>, stream_identifier: Option<String>) -> Self {
+        Self { store, stream_identifier, grace: Duration::from_secs(300), first_seen: HashMap::new() }
+    }
+
+    /// The same cleaner with another grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Lists the stream's leases, notes newly finished ones, and deletes those finished for at least the grace
+    /// period. Returns the deleted keys.
+    pub async fn run(&mut self, shards: &[Shard]) -> Result<Vec<String>, KclError> {
+        let mut leases = self.store.list_all_leases().await?;
+        leases.retain(|l| l.stream_identifier.as_deref() == self.stream_identifier.as_deref());
+        let finished: HashSet<String> = finished_leases(&leases, shards).into_iter().collect();
+        let now = Instant::now();
+        self.first_seen.retain(|key, _| finished.contains(key));
+        for key in &finished {
+            self.first_seen.entry(key.clone()).or_insert(now);
+        }
+        let due: Vec<String> = self
+            .first_seen
+            .iter()
+            .filter(|(_, seen)| now.duration_since(**seen) >= self.grace)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut deleted = Vec::new();
+        for key in due {
+            self.store.delete_lease(&key).await?;
+            tracing::info!(lease = %key, "deleted the lease of a finished shard whose children have started");
+            self.first_seen.remove(&key);
+            deleted.push(key);
+        }
+        Ok(deleted)
+    }
+}

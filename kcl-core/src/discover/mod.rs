@@ -1,0 +1,49 @@
+//! Discovery: listing a stream's shards and turning new shards into leases.
+//!
+//! * [`ShardLister`] lists shards with lineage, hash and sequence ranges: [`KinesisShardLister`] pages through
+//!   `ListShards`; the in-memory stream implements it too (feature `test-util`).
+//! * [`ShardSyncer`] decides which leases to create ([`plan_new_leases`], Java KCL's hierarchical rules, documented
+//!   there), creates them, creates child leases at a shard's end without listing, and tells whether this worker is
+//!   the one that syncs periodically ([`is_sync_leader`]).
+//! * [`LeaseCleaner`] deletes the leases of finished shards once their children have started.
+//!
+//! # How many `ListShards` calls a fleet makes
+//! A full sync costs `⌈shards / page_size⌉` calls. Periodically (every `shard_sync_interval` ± 10 %, KCL
+//! `shardSyncIntervalMillis` 60 s) only the **sync leader** — the owner of the lowest lease key of the stream — syncs;
+//! the others only check leadership, from a lease listing they make anyway. Shard ends create the children's leases
+//! from the `ChildShards` of the last `GetRecords` response, with no `ListShards` call at all. So, per stream:
+//! `⌈shards / page_size⌉` calls per interval in steady state (twice that for one interval while leadership moves), plus
+//! one full sync per worker at startup while the stream has no leases yet (every worker may be leader then).
+
+use async_trait::async_trait;
+
+use crate::error::KclError;
+use crate::types::Shard;
+
+mod cleanup;
+mod kinesis;
+mod sync;
+
+#[cfg(feature = "test-util")]
+mod memory;
+
+pub use cleanup::{LeaseCleaner, finished_leases};
+pub use kinesis::KinesisShardLister;
+pub use sync::{ShardSyncConfig, ShardSyncer, SyncReport, is_sync_leader, plan_new_leases};
+
+/// Which shards to list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ShardListFilter {
+    /// Every shard still retained, open or closed (`ListShards` without a filter: from the trim horizon).
+    #[default]
+    All,
+    /// Only the open shards (`ShardFilter` `AT_LATEST`).
+    Open,
+}
+
+/// Lists the shards of one stream.
+#[async_trait]
+pub trait ShardLister: Send + Sync {
+    /// The shards matching `filter`, every page, in the service's order.
+    async fn list_shards(&self, filter: ShardListFilter) -> Result<Vec<Shard>, KclError>;
+}

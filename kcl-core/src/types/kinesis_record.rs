@@ -1,0 +1,42 @@
+//! The raw record a Kinesis read returns, before KPL de-aggregation.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::sequence::SequenceNumber;
+
+/// One record exactly as `GetRecords` (or `SubscribeToShard`) returned it: possibly a KPL aggregate, which the
+/// pipeline takes apart into user [`Record`](super::Record)s.
+///
+/// Cloning is cheap: the payload is a reference-counted [`Bytes`] and both strings are shared `Arc<str>`s, so an
+/// in-memory stream can hand out batches without copying payloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KinesisRecord {
+    /// The payload (for a KPL aggregate: the whole aggregate, magic bytes included).
+    pub data: Bytes,
+    /// The partition key the producer sent.
+    pub partition_key: Arc<str>,
+    /// The Kinesis sequence number.
+    pub sequence_number: SequenceNumber,
+    /// When Kinesis accepted the record, if the service said.
+    pub approximate_arrival_timestamp: Option<SystemTime>,
+}
+
+impl KinesisRecord {
+    /// A record with no arrival timestamp.
+    pub fn new(data: impl Into<Bytes>, partition_key: impl Into<Arc<str>>, sequence_number: SequenceNumber) -> Self {
+        Self {
+            data: data.into(),
+            partition_key: partition_key.into(),
+            sequence_number,
+            approximate_arrival_timestamp: None,
+        }
+    }
+
+    /// Bytes this record holds in memory, as the prefetch limits count them: payload plus partition key.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
