@@ -5,6 +5,11 @@
 //!    structure (fields may come in any order, so a record's indices can only be resolved once the tables are
 //!    complete);
 //! 2. from the first record on: decode each record and append it to the output.
+//!
+//! Measured against prost decoding from `Bytes` (zero-copy `data`, then `String` → `Arc<str>` for the keys) on
+//! aggregates of 100 × 100 B with distinct keys: about 7.1 M vs 5.8 M user records per CPU-second without the MD5
+//! check; with it (which dominates) about 2.3 M vs 2.2 M. Beyond speed, a hand decoder sees field presence, so
+//! required fields are checked and an explicit hash key is attached only when its field is there.
 
 use std::ops::Range;
 use std::sync::Arc;

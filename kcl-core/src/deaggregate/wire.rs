@@ -58,13 +58,19 @@ impl<'a> Reader<'a> {
     /// Reads a base-128 varint of at most 10 bytes that fits in a `u64`.
     #[inline]
     pub fn varint(&mut self) -> Result<u64, MalformedKind> {
-        // Fast path: the single-byte varints that dominate KPL records (indices, short lengths).
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
+        // Fast path: the single-byte varints that dominate KPL records (indices, keys, short lengths).
+        match self.buf.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint_slow(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, MalformedKind> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
