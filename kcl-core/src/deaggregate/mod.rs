@@ -48,16 +48,13 @@ mod proto;
 mod tests;
 mod wire;
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
-use bytes::Bytes;
 use md5::{Digest, Md5};
 
+pub use crate::types::KinesisRecord;
 pub use aggregate::{UserRecordInput, aggregate};
 pub use hash::{effective_hash_key, parse_explicit_hash_key, partition_key_hash_key};
 
-use crate::types::{HashKeyRange, Record, SequenceNumber};
+use crate::types::{HashKeyRange, Record};
 use aggregate::DIGEST_LEN;
 
 /// The four bytes every KPL aggregated record starts with.
@@ -70,49 +67,6 @@ pub const FAILURES_METRIC: &str = "kcl_deaggregation_failures_total";
 /// Counter of user records dropped because their aggregate had a user record outside the shard's hash key range
 /// (see [`deaggregate_into_for_shard`]).
 pub const FILTERED_METRIC: &str = "kcl_deaggregation_filtered_user_records_total";
-
-/// A record as read from Kinesis, before de-aggregation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KinesisRecord {
-    /// The record's data: a KPL aggregate or an ordinary payload.
-    pub data: Bytes,
-    /// The partition key the record was put with (for an aggregate, the KPL's choice for the whole aggregate).
-    pub partition_key: Arc<str>,
-    /// The Kinesis sequence number.
-    pub sequence_number: SequenceNumber,
-    /// When Kinesis accepted the record, if known.
-    pub approximate_arrival_timestamp: Option<SystemTime>,
-}
-
-impl KinesisRecord {
-    /// A record without an arrival timestamp.
-    pub fn new(data: impl Into<Bytes>, partition_key: impl Into<Arc<str>>, sequence_number: SequenceNumber) -> Self {
-        Self {
-            data: data.into(),
-            partition_key: partition_key.into(),
-            sequence_number,
-            approximate_arrival_timestamp: None,
-        }
-    }
-
-    /// Whether the data starts with [`KPL_MAGIC`] (it may still turn out to be a corrupt aggregate).
-    pub fn has_kpl_magic(&self) -> bool {
-        self.data.starts_with(&KPL_MAGIC)
-    }
-
-    /// The record delivered as it is: one ordinary (not aggregated) record.
-    pub fn into_record(self) -> Record {
-        Record {
-            data: self.data,
-            partition_key: self.partition_key,
-            sequence_number: self.sequence_number,
-            sub_sequence_number: 0,
-            approximate_arrival_timestamp: self.approximate_arrival_timestamp,
-            explicit_hash_key: None,
-            aggregated: false,
-        }
-    }
-}
 
 /// What [`deaggregate_into`] or [`deaggregate_into_for_shard`] found and appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

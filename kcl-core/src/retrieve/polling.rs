@@ -16,10 +16,6 @@ use super::{ChildShard, ReadBatch, RecordSource, ShardReader, ShardSpec};
 use crate::error::KclError;
 use crate::types::{ExtendedSequenceNumber, InitialPosition, SequenceNumber};
 
-/// The first bytes of a KPL aggregated record.
-// TODO(deaggregate): use the constant from `crate::deaggregate` once that module lands.
-const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
-
 /// Kinesis's `GetRecords` `Limit` maximum.
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 
@@ -324,7 +320,7 @@ impl<A: PollingApi> PollingReader<A> {
                     if !records.is_empty()
                         && let Some(skip) = self.skip_record_at.take()
                     {
-                        records.retain(|r| r.sequence_number != skip || r.data.starts_with(&KPL_MAGIC));
+                        records.retain(|r| r.sequence_number != skip || r.has_kpl_magic());
                     }
                     if let Some(millis) = output.millis_behind_latest {
                         self.metrics.millis_behind_latest(millis);

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::Record;
 use super::sequence::SequenceNumber;
 
 /// One record exactly as `GetRecords` (or `SubscribeToShard`) returned it: possibly a KPL aggregate, which the
@@ -38,5 +39,23 @@ impl KinesisRecord {
     /// Bytes this record holds in memory, as the prefetch limits count them: payload plus partition key.
     pub fn size_bytes(&self) -> usize {
         self.data.len() + self.partition_key.len()
+    }
+
+    /// Whether the data starts with the KPL magic bytes (it may still turn out to be a corrupt aggregate).
+    pub fn has_kpl_magic(&self) -> bool {
+        self.data.starts_with(&crate::deaggregate::KPL_MAGIC)
+    }
+
+    /// The record delivered as it is: one ordinary (not aggregated) user record.
+    pub fn into_record(self) -> Record {
+        Record {
+            data: self.data,
+            partition_key: self.partition_key,
+            sequence_number: self.sequence_number,
+            sub_sequence_number: 0,
+            approximate_arrival_timestamp: self.approximate_arrival_timestamp,
+            explicit_hash_key: None,
+            aggregated: false,
+        }
     }
 }
