@@ -25,6 +25,13 @@ pub enum KclError {
         /// Whether retrying may succeed (throttling, 5xx, timeouts, expired iterators).
         retryable: bool,
     },
+    /// This worker does not hold the lease (any more): it was lost, handed off, or never acquired, or the store
+    /// rejected the write's fence because another worker owns it now. Stop processing the shard.
+    #[error("lease {lease_key} is not held by this worker")]
+    LeaseLost {
+        /// The lease.
+        lease_key: String,
+    },
     /// The worker was shut down.
     #[error("the worker is shutting down")]
     Shutdown,

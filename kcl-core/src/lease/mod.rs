@@ -2,6 +2,7 @@
 //!
 //! * [`Lease`] — one row of the lease table (schema compatible with Java KCL).
 //! * [`LeaseStore`] — the storage trait, with its contract; [`MemoryLeaseStore`] is the in-process reference store.
+//! * [`coordinator`] — the lease coordinator: renew, take, balance, hand off, self-fence.
 //! * `contract` (feature `test-util`) — the public contract suite for any store.
 
 use std::fmt;
@@ -10,12 +11,17 @@ use bytes::Bytes;
 
 use crate::types::{ExtendedSequenceNumber, HashKeyRange};
 
+pub mod coordinator;
 mod memory;
 mod store;
 
 #[cfg(feature = "test-util")]
 pub mod contract;
 
+pub use coordinator::{
+    LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, LeaseCoordinatorHandle, LeaseEvent,
+    LostReason, RenewalMode,
+};
 pub use memory::{MemoryLeaseStore, RequestCounts};
 pub use store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
 
