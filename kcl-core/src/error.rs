@@ -28,11 +28,11 @@ pub enum KclError {
     /// A checkpoint request the framework refused because it could break at-least-once delivery.
     #[error("invalid checkpoint: {0}")]
     InvalidCheckpoint(String),
-    /// The worker no longer holds the lease, so it may not checkpoint; the next owner resumes from the last
-    /// checkpoint.
-    #[error("lease {lease_key} is no longer held by this worker")]
+    /// This worker does not hold the lease (any more): it was lost, handed off, or never acquired, or the store
+    /// rejected the write's fence because another worker owns it now. Stop processing the shard.
+    #[error("lease {lease_key} is not held by this worker")]
     LeaseLost {
-        /// The lease that was lost.
+        /// The lease.
         lease_key: String,
     },
     /// The worker was shut down.

@@ -2,6 +2,7 @@
 //!
 //! * [`Lease`] — one row of the lease table (schema compatible with Java KCL).
 //! * [`LeaseStore`] — the storage trait, with its contract; [`MemoryLeaseStore`] is the in-process reference store.
+//! * [`coordinator`] — the lease coordinator: renew, take, balance, hand off, self-fence.
 //! * `contract` (feature `test-util`) — the public contract suite for any store.
 //! * `FaultyLeaseStore` (feature `test-util`) — wraps any store and injects transient failures, latency and lost
 //!   responses, for fleet and chaos tests.
@@ -12,6 +13,7 @@ use bytes::Bytes;
 
 use crate::types::{ExtendedSequenceNumber, HashKeyRange};
 
+pub mod coordinator;
 mod memory;
 pub mod store;
 
@@ -20,6 +22,10 @@ pub mod contract;
 #[cfg(feature = "test-util")]
 mod faulty;
 
+pub use coordinator::{
+    LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, LeaseCoordinatorHandle, LeaseEvent,
+    LostReason, RenewalMode,
+};
 #[cfg(feature = "test-util")]
 pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};
 pub use memory::{MemoryLeaseStore, RequestCounts};

@@ -1,0 +1,233 @@
+//! Fenced writes made on behalf of the pipeline: checkpoints, prepared checkpoints, child shards, releases.
+//!
+//! Each holds the slot's write lock for its whole duration, the same lock the renewer takes, so a checkpoint and a
+//! renewal never both use (and bump) the same cached counter. A checkpoint counts as a sign of life: it moves the
+//! counter, so it also pushes the self-fencing deadline like a renewal.
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::io;
+use super::slots::{self, Next, lock_slot};
+use super::state::{Phase, Shared, Slot};
+use super::{LostReason, fence};
+use crate::lease::{Lease, LeaseFence};
+use crate::{ExtendedSequenceNumber, KclError};
+
+fn lost(key: &str) -> KclError {
+    KclError::LeaseLost { lease_key: key.to_owned() }
+}
+
+/// Fails once the coordinator stopped.
+pub(crate) fn ensure_running(shared: &Shared) -> Result<(), KclError> {
+    if shared.state().stopped { Err(KclError::Shutdown) } else { Ok(()) }
+}
+
+/// Which phases a write may be made in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Right {
+    /// Ownership: active or draining.
+    Owner,
+    /// The checkpoint right: also during an outgoing handoff.
+    Checkpoint,
+}
+
+/// Looks up the slot, checks the phase and the deadline, and returns the fence and deadline to write with.
+fn prepare(shared: &Shared, key: &str, generation: u64, right: Right) -> Result<(LeaseFence, Instant), KclError> {
+    let mut state = shared.state();
+    let slot = state.slots.get(key).filter(|s| s.generation == generation).ok_or_else(|| lost(key))?;
+    let allowed = match slot.phase {
+        Phase::Active | Phase::Draining => true,
+        Phase::Outgoing { .. } => right == Right::Checkpoint,
+        _ => false,
+    };
+    if !allowed {
+        return Err(lost(key));
+    }
+    let fence = slot.fence(&shared.worker_id);
+    let deadline = shared.deadline(&state, slot).ok_or_else(|| lost(key))?;
+    if Instant::now() >= deadline {
+        fence::expire(shared, &mut state, key);
+        return Err(lost(key));
+    }
+    Ok((fence, deadline))
+}
+
+/// Records a successful write in the slot.
+fn written(shared: &Shared, key: &str, generation: u64, started: Instant, update: impl FnOnce(&mut Slot)) {
+    let mut state = shared.state();
+    if let Some(slot) = Shared::slot_mut(&mut state, key, generation) {
+        update(slot);
+        slot.written_at = slot.written_at.max(started);
+    }
+}
+
+/// `applied` check: our write (fenced at `counter`) is the newest one.
+fn ours_after(lease: &Lease, me: &str, counter: u64) -> bool {
+    lease.checkpointing_owner() == Some(me) && lease.lease_counter == counter + 1
+}
+
+/// Writes a checkpoint (see `LeaseCoordinatorHandle::checkpoint`).
+pub(crate) async fn checkpoint(shared: &Shared, key: &str, value: &ExtendedSequenceNumber) -> Result<(), KclError> {
+    ensure_running(shared)?;
+    let lock = lock_slot(shared, key).await.ok_or_else(|| lost(key))?;
+    let me = shared.worker_id.as_str();
+    for _ in 0..3 {
+        {
+            // During an outgoing handoff the checkpoint is deferred: writing it would clear checkpoint_owner and let
+            // the new owner start while our processor may still be mid-batch. `handoff_done` writes it.
+            let mut state = shared.state();
+            if let Some(slot) = Shared::slot_mut(&mut state, key, lock.generation)
+                && let Phase::Outgoing { deferred, .. } = &mut slot.phase
+            {
+                *deferred = Some(value.clone());
+                return Ok(());
+            }
+        }
+        let (fence, deadline) = prepare(shared, key, lock.generation, Right::Owner)?;
+        let result = io::write(
+            shared,
+            key,
+            "update_checkpoint",
+            Some(deadline),
+            || shared.store.update_checkpoint(&fence, value),
+            |l| (ours_after(l, me, fence.counter) && l.checkpoint == *value).then_some(l.lease_counter),
+        )
+        .await;
+        match result {
+            Ok(w) => {
+                written(shared, key, lock.generation, w.started, |slot| {
+                    slot.lease.lease_counter = w.value;
+                    slot.lease.checkpoint = value.clone();
+                    slot.lease.pending_checkpoint = None;
+                    slot.lease.pending_checkpoint_state = None;
+                    slot.lease.owner_switches_since_checkpoint = 0;
+                });
+                return Ok(());
+            }
+            // Refresh: a counter we can adopt (retry), a handoff request (the next pass defers), or a loss.
+            Err(error) if error.is_condition_failed() => {
+                if let Next::ConfirmIncoming(_) = slots::refresh(shared, key, lock.generation).await {
+                    return Err(lost(key));
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(lost(key))
+}
+
+/// Writes a prepared checkpoint (allowed during an outgoing handoff too: it does not clear `checkpoint_owner`).
+pub(crate) async fn prepare_checkpoint(
+    shared: &Shared,
+    key: &str,
+    pending: &ExtendedSequenceNumber,
+    state_bytes: Option<Bytes>,
+) -> Result<(), KclError> {
+    ensure_running(shared)?;
+    let lock = lock_slot(shared, key).await.ok_or_else(|| lost(key))?;
+    let me = shared.worker_id.as_str();
+    for _ in 0..3 {
+        let (fence, deadline) = prepare(shared, key, lock.generation, Right::Checkpoint)?;
+        let result = io::write(
+            shared,
+            key,
+            "prepare_checkpoint",
+            Some(deadline),
+            || shared.store.prepare_checkpoint(&fence, pending, state_bytes.clone()),
+            |l| {
+                (ours_after(l, me, fence.counter) && l.pending_checkpoint.as_ref() == Some(pending))
+                    .then_some(l.lease_counter)
+            },
+        )
+        .await;
+        match result {
+            Ok(w) => {
+                written(shared, key, lock.generation, w.started, |slot| {
+                    slot.lease.lease_counter = w.value;
+                    slot.lease.pending_checkpoint = Some(pending.clone());
+                    slot.lease.pending_checkpoint_state = state_bytes.clone();
+                });
+                return Ok(());
+            }
+            Err(error) if error.is_condition_failed() => {
+                if let Next::ConfirmIncoming(_) = slots::refresh(shared, key, lock.generation).await {
+                    return Err(lost(key));
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(lost(key))
+}
+
+/// Records a finished shard's children (owner only).
+pub(crate) async fn update_child_shards(shared: &Shared, key: &str, children: &[String]) -> Result<(), KclError> {
+    ensure_running(shared)?;
+    let lock = lock_slot(shared, key).await.ok_or_else(|| lost(key))?;
+    let me = shared.worker_id.as_str();
+    for _ in 0..3 {
+        let (fence, deadline) = prepare(shared, key, lock.generation, Right::Owner)?;
+        let result = io::write(
+            shared,
+            key,
+            "update_child_shards",
+            Some(deadline),
+            || shared.store.update_child_shards(&fence, children),
+            |l| (ours_after(l, me, fence.counter) && l.child_shard_ids == children).then_some(l.lease_counter),
+        )
+        .await;
+        match result {
+            Ok(w) => {
+                written(shared, key, lock.generation, w.started, |slot| {
+                    slot.lease.lease_counter = w.value;
+                    slot.lease.child_shard_ids = children.to_vec();
+                });
+                return Ok(());
+            }
+            Err(error) if error.is_condition_failed() => {
+                if let Next::ConfirmIncoming(_) = slots::refresh(shared, key, lock.generation).await {
+                    return Err(lost(key));
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(lost(key))
+}
+
+/// Gives a lease up: an outgoing handoff is finished; an owned lease is released (unowned, takeable at once).
+pub(crate) async fn release(shared: &Shared, key: &str) -> Result<(), KclError> {
+    ensure_running(shared)?;
+    let lock = lock_slot(shared, key).await.ok_or_else(|| lost(key))?;
+    for _ in 0..3 {
+        let outgoing = shared.state().slots.get(key).is_some_and(|slot| matches!(slot.phase, Phase::Outgoing { .. }));
+        if outgoing {
+            return super::handoff::finish_outgoing(shared, key, lock.generation).await;
+        }
+        let (fence, deadline) = prepare(shared, key, lock.generation, Right::Owner)?;
+        let result = io::write(
+            shared,
+            key,
+            "release_lease",
+            Some(deadline),
+            || shared.store.release_lease(&fence),
+            |l| (l.lease_owner.is_none() && l.lease_counter == fence.counter + 1).then_some(l.lease_counter),
+        )
+        .await;
+        match result {
+            Ok(_) => {
+                super::handoff::drop_slot(shared, key, lock.generation, LostReason::Released);
+                return Ok(());
+            }
+            // A refreshed counter (retry), a handoff request (finished on the next pass), or a loss.
+            Err(error) if error.is_condition_failed() => {
+                if let Next::ConfirmIncoming(_) = slots::refresh(shared, key, lock.generation).await {
+                    return Err(lost(key));
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(lost(key))
+}

@@ -1,0 +1,159 @@
+//! The renewer: every renewal interval, renew each owned lease (per-lease mode) or the worker heartbeat (heartbeat
+//! mode). Transient failures are retried with backoff up to the fencing deadline; a failed condition is resolved by
+//! reading the lease (it may show a handoff request, a completed incoming handoff, or a loss).
+
+use futures::StreamExt;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::config::RenewalMode;
+use super::io;
+use super::slots::{self, Next, lock_slot};
+use super::state::Shared;
+use crate::lease::LeaseStoreError;
+
+/// How many lease renewals run at once (KCL uses a thread pool for the same reason: one slow call must not delay
+/// every other lease's renewal).
+const RENEW_CONCURRENCY: usize = 16;
+
+/// The renewal loop; runs until the coordinator stops.
+pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
+    let mut ticks = tokio::time::interval(shared.config.renewal_interval());
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match shared.config.renewal_mode() {
+            RenewalMode::PerLease => renew_leases(&shared).await,
+            RenewalMode::WorkerHeartbeat => renew_heartbeat(&shared).await,
+        }
+    }
+}
+
+async fn renew_leases(shared: &Shared) {
+    let keys: Vec<String> = {
+        let state = shared.state();
+        state.slots.iter().filter(|(_, slot)| slot.phase.is_owned()).map(|(key, _)| key.clone()).collect()
+    };
+    futures::stream::iter(keys).for_each_concurrent(RENEW_CONCURRENCY, |key| renew_one(shared, key)).await;
+}
+
+async fn renew_one(shared: &Shared, key: String) {
+    let Some(lock) = lock_slot(shared, &key).await else { return };
+    let me = shared.worker_id.as_str();
+    // At most one retry after a refreshed counter; a second surprise waits for the next tick.
+    for _ in 0..2 {
+        let (fence, deadline) = {
+            let mut state = shared.state();
+            let Some(slot) = state.slots.get(&key).filter(|s| s.generation == lock.generation) else { return };
+            if !slot.phase.is_owned() {
+                return;
+            }
+            let fence = slot.fence(me);
+            let Some(deadline) = shared.deadline(&state, slot) else { return };
+            if Instant::now() >= deadline {
+                // The clock is about to fence it; do it now rather than renew a lease we must not be processing.
+                super::fence::expire(shared, &mut state, &key);
+                return;
+            }
+            (fence, deadline)
+        };
+        let renewed = io::write(
+            shared,
+            &key,
+            "renew_lease",
+            Some(deadline),
+            || shared.store.renew_lease(&fence),
+            |l| slots::renewed_by(l, me, fence.counter),
+        )
+        .await;
+        match renewed {
+            Ok(written) => {
+                let mut state = shared.state();
+                if let Some(slot) = Shared::slot_mut(&mut state, &key, lock.generation) {
+                    slot.lease.lease_counter = written.value;
+                    slot.written_at = slot.written_at.max(written.started);
+                }
+                return;
+            }
+            Err(error) if error.is_condition_failed() => {
+                shared.metrics.renewal_failures.increment(1);
+                match slots::refresh(shared, &key, lock.generation).await {
+                    Next::Retry => continue,
+                    Next::ConfirmIncoming(lease) => {
+                        return slots::confirm_incoming(shared, &key, lock.generation, lease).await;
+                    }
+                    Next::Done => return,
+                }
+            }
+            Err(error) => {
+                shared.metrics.renewal_failures.increment(1);
+                log_failure(&error, &key);
+                return;
+            }
+        }
+    }
+}
+
+fn log_failure(error: &LeaseStoreError, key: &str) {
+    match error {
+        LeaseStoreError::Fatal { .. } => tracing::error!(%error, lease_key = %key, "lease renewal failed"),
+        _ => tracing::debug!(%error, lease_key = %key, "lease renewal failed"),
+    }
+}
+
+async fn renew_heartbeat(shared: &Shared) {
+    let me = shared.worker_id.as_str();
+    let config = &shared.config;
+    let (mut expected, healthy) = {
+        let state = shared.state();
+        let now = Instant::now();
+        // A worker whose lease-table reads keep failing would keep its heartbeat fresh while blind to handoff
+        // requests; stop heartbeating so the fleet can recover its leases after lease_duration.
+        let healthy = state.last_table_read.is_none_or(|t| now.duration_since(t) < config.lease_duration());
+        (state.heartbeat.counter, healthy)
+    };
+    // Retry until just before the next tick; the fencing clock independently stops processing if this keeps failing.
+    let retry_until = Instant::now() + config.renewal_interval().mul_f32(0.9);
+    if !healthy {
+        shared.metrics.renewal_failures.increment(1);
+        tracing::warn!("lease table unreadable for a lease duration; not renewing the heartbeat");
+        return;
+    }
+    let mut tries = 0;
+    loop {
+        let started = Instant::now();
+        let result =
+            io::call("renew_heartbeat", config.call_timeout(), shared.store.renew_heartbeat(me, expected)).await;
+        match result {
+            Ok(counter) => {
+                let mut state = shared.state();
+                state.heartbeat.counter = Some(counter);
+                state.heartbeat.renewed_at = Some(state.heartbeat.renewed_at.map_or(started, |t| t.max(started)));
+                return;
+            }
+            Err(error) => {
+                shared.metrics.renewal_failures.increment(1);
+                tries += 1;
+                if error.is_condition_failed() {
+                    // Our previous write may have landed unseen, or this is a restart: adopt what the store holds.
+                    // (A success still requires a write of our own, so this never extends validity by itself.)
+                    match io::read(shared, "list_heartbeats", config.call_timeout(), || shared.store.list_heartbeats())
+                        .await
+                    {
+                        Ok(all) => {
+                            expected = all.iter().find(|hb| hb.worker_id == me).map(|hb| hb.counter);
+                            shared.state().heartbeat.counter = expected;
+                        }
+                        Err(read_error) => tracing::debug!(%read_error, "could not read heartbeats"),
+                    }
+                } else {
+                    log_failure(&error, me);
+                }
+                let pause = io::backoff(shared, tries);
+                if Instant::now() + pause >= retry_until {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}

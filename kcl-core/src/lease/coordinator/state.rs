@@ -1,0 +1,256 @@
+//! The coordinator's shared state: one slot per lease this worker is involved with, the heartbeat, the fleet view,
+//! and the single place where slots change phase and events are emitted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::config::{LeaseCoordinatorConfig, RenewalMode};
+use super::metrics::CoordinatorMetrics;
+use super::rng::Rng;
+use super::view::FleetView;
+use super::{LeaseEvent, LostReason};
+use crate::ExtendedSequenceNumber;
+use crate::lease::{Lease, LeaseFence, LeaseStore};
+
+/// Where a lease stands for this worker.
+#[derive(Clone, Debug)]
+pub(crate) enum Phase {
+    /// Owned and processed.
+    Active,
+    /// Owned and processed, but this worker is stopping: it asked the processor for a final checkpoint and hands the
+    /// lease to another worker on `handoff_done`.
+    Draining,
+    /// Stolen through `assign_for_handoff`: owned in the store, but the previous owner still holds the checkpoint
+    /// right. Not processed until it clears it (or the handoff times out).
+    Incoming {
+        /// The previous owner.
+        from: String,
+        /// When our `assign_for_handoff` completed (per-lease mode forcibly takes `min(lease_duration,
+        /// handoff_timeout)` later).
+        since: Instant,
+    },
+    /// Another worker stole it; this worker may still write the final checkpoint. Checkpoints are deferred until
+    /// `handoff_done` so that the new owner never starts before this worker's processor stopped.
+    Outgoing {
+        /// The new owner.
+        to: String,
+        /// When this worker noticed (it gives up `handoff_timeout` later at the latest).
+        noticed: Instant,
+        /// The newest checkpoint the processor reported since the handoff was requested.
+        deferred: Option<ExtendedSequenceNumber>,
+    },
+    /// An outgoing handoff that timed out: `Lost` was emitted; after the safety margin this worker clears the
+    /// checkpoint right (writing the deferred checkpoint, if any) so the new owner can start.
+    Abandoned {
+        /// The new owner.
+        to: String,
+        /// When the clearing write may happen.
+        clear_at: Instant,
+        /// The deferred checkpoint to write.
+        deferred: Option<ExtendedSequenceNumber>,
+    },
+}
+
+impl Phase {
+    /// Whether the pipeline may be processing this lease.
+    pub(crate) fn is_processed(&self) -> bool {
+        matches!(self, Phase::Active | Phase::Draining | Phase::Outgoing { .. })
+    }
+
+    /// Whether this worker owns it in the store (and so renews it in per-lease mode).
+    pub(crate) fn is_owned(&self) -> bool {
+        matches!(self, Phase::Active | Phase::Draining | Phase::Incoming { .. })
+    }
+}
+
+/// One lease this worker is involved with.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// The lease as this worker last wrote or read it; `lease.lease_counter` is the cached fencing counter.
+    pub(crate) lease: Lease,
+    pub(crate) phase: Phase,
+    /// The START of this worker's last successful write to the lease (take, renew, checkpoint, handoff).
+    pub(crate) written_at: Instant,
+    /// Serialises this worker's writes to the lease (renewals, checkpoints, handoff steps), so none of them uses a
+    /// counter another one is about to change.
+    pub(crate) io: Arc<tokio::sync::Mutex<()>>,
+    /// Distinguishes this slot from a later one for the same key (a lease lost and acquired again).
+    pub(crate) generation: u64,
+}
+
+impl Slot {
+    pub(crate) fn fence(&self, worker_id: &str) -> LeaseFence {
+        LeaseFence {
+            lease_key: self.lease.lease_key.clone(),
+            owner: worker_id.to_owned(),
+            counter: self.lease.lease_counter,
+        }
+    }
+}
+
+/// The worker heartbeat (heartbeat mode).
+#[derive(Debug, Default)]
+pub(crate) struct HeartbeatState {
+    pub(crate) counter: Option<u64>,
+    /// The START of the last successful heartbeat renewal.
+    pub(crate) renewed_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) slots: HashMap<String, Slot>,
+    pub(crate) heartbeat: HeartbeatState,
+    pub(crate) view: FleetView,
+    /// The last full listing of the lease table (to choose whom to hand leases to at shutdown).
+    pub(crate) listing: Vec<Lease>,
+    /// Leases handed to each worker during this worker's shutdown, so they are spread out.
+    pub(crate) handed: HashMap<String, usize>,
+    /// The start of the last successful read of the lease table (heartbeat mode renews only while reads work).
+    pub(crate) last_table_read: Option<Instant>,
+    pub(crate) stopping: bool,
+    pub(crate) stopped: bool,
+    next_generation: u64,
+}
+
+/// Everything the coordinator's tasks and handles share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) worker_id: String,
+    pub(crate) config: LeaseCoordinatorConfig,
+    state: Mutex<State>,
+    /// `None` once the coordinator stopped, which closes the application's event channel.
+    events: Mutex<Option<mpsc::UnboundedSender<LeaseEvent>>>,
+    pub(crate) metrics: CoordinatorMetrics,
+    /// Wakes the fencing clock when a deadline may have moved earlier (a new slot).
+    pub(crate) clock_wakeup: Notify,
+    /// Wakes the taker early (an incoming handoff completed, so the next steal may start).
+    pub(crate) taker_wakeup: Notify,
+    /// Signals every slot removal (shutdown waits on it).
+    pub(crate) slot_removed: Notify,
+    /// Serialises the cycles that create slots (take, poll, shutdown hand-over).
+    pub(crate) cycle: tokio::sync::Mutex<()>,
+    pub(crate) rng: Mutex<Rng>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        store: Arc<dyn LeaseStore>,
+        worker_id: String,
+        config: LeaseCoordinatorConfig,
+        events: mpsc::UnboundedSender<LeaseEvent>,
+    ) -> Self {
+        let metrics = CoordinatorMetrics::new(&worker_id);
+        let rng = Mutex::new(Rng::seeded_for(&worker_id));
+        Self {
+            store,
+            worker_id,
+            config,
+            state: Mutex::new(State::default()),
+            events: Mutex::new(Some(events)),
+            metrics,
+            clock_wakeup: Notify::new(),
+            taker_wakeup: Notify::new(),
+            slot_removed: Notify::new(),
+            cycle: tokio::sync::Mutex::new(()),
+            rng,
+        }
+    }
+
+    /// Locks the state. Never held across an `.await`.
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere; every transition below leaves the maps consistent before it can
+        // panic, so continuing is safe.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn rng(&self) -> MutexGuard<'_, Rng> {
+        self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When this worker must stop processing the lease in `slot`, or `None` when it is not processed. See the
+    /// module documentation of `coordinator` for why each bound is safe.
+    pub(crate) fn deadline(&self, state: &State, slot: &Slot) -> Option<Instant> {
+        let config = &self.config;
+        let mode_deadline = match config.renewal_mode() {
+            // Others wait lease_duration from when they SAW our last counter change, which is after our write began;
+            // a new owner that stole it waits min(lease_duration, handoff_timeout) from its steal, which is after too.
+            RenewalMode::PerLease => slot.written_at + config.per_lease_validity(),
+            // Others wait lease_duration from when they saw our heartbeat change, which is after its write began.
+            // Before the first heartbeat there is no validity at all.
+            RenewalMode::WorkerHeartbeat => match state.heartbeat.renewed_at {
+                Some(renewed_at) => renewed_at + config.lease_duration(),
+                None => slot.written_at,
+            },
+        };
+        let mode_deadline = mode_deadline.checked_sub(config.safety_margin()).unwrap_or(slot.written_at);
+        match &slot.phase {
+            Phase::Active | Phase::Draining | Phase::Incoming { .. } => Some(mode_deadline),
+            Phase::Outgoing { noticed, .. } => Some(mode_deadline.min(*noticed + config.handoff_timeout())),
+            Phase::Abandoned { .. } => None,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: LeaseEvent) {
+        let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(events) = events.as_ref() {
+            // The receiver may be gone (the application stopped listening); the state stays authoritative.
+            let _ = events.send(event);
+        }
+    }
+
+    /// Closes the event channel (after the last event of a stopped coordinator).
+    pub(crate) fn close_events(&self) {
+        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+    }
+
+    pub(crate) fn update_held_gauge(&self, state: &State) {
+        let held = state.slots.values().filter(|slot| slot.phase.is_processed()).count();
+        self.metrics.held.set(held as f64);
+    }
+
+    /// Inserts a new slot. Emits `Acquired` when the phase is processed. Returns its generation.
+    pub(crate) fn insert_slot(&self, state: &mut State, lease: Lease, phase: Phase, written_at: Instant) -> u64 {
+        state.next_generation += 1;
+        let generation = state.next_generation;
+        let key = lease.lease_key.clone();
+        let acquired = phase.is_processed().then(|| lease.clone());
+        tracing::debug!(lease_key = %key, phase = ?phase, counter = lease.lease_counter, "lease slot added");
+        state.slots.insert(key, Slot { lease, phase, written_at, io: Arc::default(), generation });
+        if let Some(lease) = acquired {
+            self.emit(LeaseEvent::Acquired(lease));
+        }
+        self.update_held_gauge(state);
+        self.clock_wakeup.notify_one();
+        generation
+    }
+
+    /// Removes a slot; emits `Lost` when the pipeline may have been processing it.
+    pub(crate) fn remove_slot(&self, state: &mut State, key: &str, reason: LostReason) -> Option<Slot> {
+        let slot = state.slots.remove(key)?;
+        if slot.phase.is_processed() {
+            self.lost(key, reason);
+        } else {
+            tracing::debug!(lease_key = %key, ?reason, phase = ?slot.phase, "lease slot dropped");
+        }
+        self.update_held_gauge(state);
+        self.slot_removed.notify_waiters();
+        Some(slot)
+    }
+
+    /// Emits `Lost` (and counts involuntary losses).
+    pub(crate) fn lost(&self, key: &str, reason: LostReason) {
+        if reason.is_involuntary() {
+            self.metrics.lost.increment(1);
+        }
+        tracing::debug!(lease_key = %key, ?reason, "lease lost");
+        self.emit(LeaseEvent::Lost { lease_key: key.to_owned(), reason });
+    }
+
+    /// The slot for `key` if it is still the incarnation `generation`.
+    pub(crate) fn slot_mut<'a>(state: &'a mut State, key: &str, generation: u64) -> Option<&'a mut Slot> {
+        state.slots.get_mut(key).filter(|slot| slot.generation == generation)
+    }
+}

@@ -1,0 +1,300 @@
+//! The taker: every take interval, list the lease table, take expired leases, and steal (through a graceful
+//! handoff) toward an even share.
+//!
+//! Balancing follows Java KCL's `DynamoDBLeaseTaker`: target = ⌈leases / workers⌉ (capped by
+//! `max_leases_for_worker`), where workers are this one plus every owner of an unexpired lease (plus, in heartbeat
+//! mode, every worker with a live heartbeat, so newcomers count before they own anything). Expired leases are taken
+//! first; only when none exist does a worker steal, from the most loaded worker, at most
+//! `max_leases_to_steal_at_one_time`, and only if that worker is above target (or at target while we need more than
+//! one), so the fleet settles within ± 1 lease and never oscillates.
+//!
+//! Unlike KCL, a worker steals only while no handoff of its own is in flight, and the moment one completes it runs
+//! the next cycle instead of waiting a full take interval: a joining worker pulls its share one graceful handoff at
+//! a time, without the lag spike of a lease dropped mid-batch (KCL #332) and without waiting minutes.
+//!
+//! Start-up: in heartbeat mode the first cycle waits for this worker's first heartbeat plus
+//! `min(renewal_interval, 1 s)`, so workers started together see each other and take even shares at once. In
+//! per-lease mode a worker is invisible until it owns a lease (as in KCL), so the first one may take everything and
+//! the others steal their shares as above.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio::time::Instant;
+
+use super::config::{LeaseCoordinatorConfig, RenewalMode};
+use super::io;
+use super::rng::Rng;
+use super::state::{Phase, Shared};
+use super::view::FleetView;
+use crate::lease::{Lease, LeaseFence};
+
+/// What one take cycle will do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// Expired or unowned leases to take.
+    pub(crate) take: Vec<Lease>,
+    /// Leases to steal through a handoff.
+    pub(crate) steal: Vec<Lease>,
+}
+
+/// Inputs of [`plan`] besides the listing.
+pub(crate) struct PlanInput<'a> {
+    pub(crate) me: &'a str,
+    /// Keys of every lease this worker has a slot for.
+    pub(crate) mine: &'a HashSet<String>,
+    /// Leases this worker owns or is acquiring (active, draining, incoming).
+    pub(crate) my_count: usize,
+    /// Whether a steal of ours is still waiting for its old owner.
+    pub(crate) incoming_pending: bool,
+    pub(crate) config: &'a LeaseCoordinatorConfig,
+    pub(crate) view: &'a FleetView,
+    pub(crate) now: Instant,
+}
+
+/// Decides what to take and steal. Pure, so it is tested without a store.
+pub(crate) fn plan(leases: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Plan {
+    let PlanInput { me, mine, my_count, incoming_pending, config, view, now } = *input;
+    let ld = config.lease_duration();
+    let mode = config.renewal_mode();
+    if leases.is_empty() {
+        return Plan::default();
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut expired = Vec::new();
+    let mut orphans = 0;
+    for lease in leases {
+        let owner = lease.lease_owner.as_deref();
+        if owner == Some(me) {
+            // Ours in the store but no slot: the poller adopts these; count them so we do not overshoot.
+            if !mine.contains(&lease.lease_key) {
+                orphans += 1;
+            }
+            continue;
+        }
+        if mine.contains(&lease.lease_key) {
+            continue;
+        }
+        if view.is_expired(lease, mode, now, ld) {
+            expired.push(lease);
+        } else if let Some(owner) = owner {
+            *counts.entry(owner).or_default() += 1;
+        }
+    }
+    let mut workers: HashSet<&str> = counts.keys().copied().collect();
+    workers.insert(me);
+    if mode == RenewalMode::WorkerHeartbeat {
+        workers.extend(view.live_heartbeats(now, ld));
+    }
+    let mut target = leases.len().div_ceil(workers.len());
+    if let Some(max) = config.max_leases_for_worker() {
+        target = target.min(max);
+    }
+    let have = my_count + orphans;
+    let need = target.saturating_sub(have);
+    if need == 0 {
+        return Plan::default();
+    }
+    if !expired.is_empty() {
+        rng.shuffle(&mut expired);
+        return Plan { take: expired.into_iter().take(need).cloned().collect(), steal: Vec::new() };
+    }
+    let max_steal = config.max_leases_to_steal_at_one_time();
+    if incoming_pending || max_steal == 0 {
+        return Plan::default();
+    }
+    // The most loaded other worker; ties broken by name so every worker agrees on the victim.
+    let Some((victim, victim_count)) =
+        counts.iter().filter(|(w, _)| **w != me).max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+    else {
+        return Plan::default();
+    };
+    // Above target: steal the excess. At target: steal one only if we need more than one (so 4/3/3 stays put but
+    // 4/4/2 moves to 4/3/3).
+    let over = victim_count.saturating_sub(target);
+    let to_steal = if over > 0 {
+        over.min(need)
+    } else if *victim_count == target && need > 1 {
+        1
+    } else {
+        0
+    }
+    .min(max_steal);
+    if to_steal == 0 {
+        return Plan::default();
+    }
+    let mut candidates: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| {
+            l.lease_owner.as_deref() == Some(*victim)
+                && l.checkpoint_owner.is_none()
+                && !mine.contains(&l.lease_key)
+                && !view.is_expired(l, mode, now, ld)
+        })
+        .collect();
+    rng.shuffle(&mut candidates);
+    Plan { take: Vec::new(), steal: candidates.into_iter().take(to_steal).cloned().collect() }
+}
+
+/// Lists the lease table (and heartbeats in heartbeat mode) and records the observations. Returns the listing.
+pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
+    let config = &shared.config;
+    let started = Instant::now();
+    let leases = match io::read(shared, "list_leases", config.list_timeout(), || shared.store.list_all_leases()).await {
+        Ok(leases) => leases,
+        Err(error) => {
+            tracing::warn!(%error, "could not list leases; skipping this take cycle");
+            return None;
+        }
+    };
+    let listed_at = Instant::now();
+    let heartbeats = if config.renewal_mode() == RenewalMode::WorkerHeartbeat {
+        match io::read(shared, "list_heartbeats", config.list_timeout(), || shared.store.list_heartbeats()).await {
+            Ok(heartbeats) => Some((heartbeats, Instant::now())),
+            Err(error) => {
+                tracing::warn!(%error, "could not list heartbeats; skipping this take cycle");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let mut state = shared.state();
+    state.view.observe_leases(&leases, listed_at);
+    if let Some((heartbeats, at)) = heartbeats {
+        state.view.observe_heartbeats(&heartbeats, &leases, at);
+    }
+    state.last_table_read = Some(state.last_table_read.map_or(started, |t| t.max(started)));
+    state.listing = leases.clone();
+    Some(leases)
+}
+
+/// One take cycle. Returns whether it started a steal or took something.
+pub(crate) async fn take_cycle(shared: &Shared) -> bool {
+    let _cycle = shared.cycle.lock().await;
+    {
+        let state = shared.state();
+        let no_heartbeat_yet =
+            shared.config.renewal_mode() == RenewalMode::WorkerHeartbeat && state.heartbeat.renewed_at.is_none();
+        if state.stopping || no_heartbeat_yet {
+            return false;
+        }
+    }
+    let Some(leases) = list_and_observe(shared).await else { return false };
+    let me = shared.worker_id.as_str();
+    if shared.config.assignment_poll_interval().is_none() {
+        let owned = leases.iter().filter(|l| l.lease_owner.as_deref() == Some(me)).cloned().collect();
+        super::handoff::reconcile(shared, owned).await;
+    }
+    let plan = {
+        let state = shared.state();
+        let mine: HashSet<String> = state.slots.keys().cloned().collect();
+        let my_count = state.slots.values().filter(|s| s.phase.is_owned()).count();
+        let incoming_pending = state.slots.values().any(|s| matches!(s.phase, Phase::Incoming { .. }));
+        let input = PlanInput {
+            me,
+            mine: &mine,
+            my_count,
+            incoming_pending,
+            config: &shared.config,
+            view: &state.view,
+            now: Instant::now(),
+        };
+        plan(&leases, &input, &mut shared.rng())
+    };
+    let acted = !plan.take.is_empty() || !plan.steal.is_empty();
+    for lease in plan.take {
+        take(shared, lease).await;
+    }
+    for lease in plan.steal {
+        steal(shared, lease).await;
+    }
+    super::handoff::maintain(shared).await;
+    acted
+}
+
+async fn take(shared: &Shared, lease: Lease) {
+    let me = shared.worker_id.as_str();
+    let key = lease.lease_key.as_str();
+    let expected = lease.lease_counter;
+    let taken = io::write(
+        shared,
+        key,
+        "take_lease",
+        None,
+        || shared.store.take_lease(key, expected, me),
+        |l| (l.lease_owner.as_deref() == Some(me) && l.lease_counter == expected + 1).then(|| l.clone()),
+    )
+    .await;
+    match taken {
+        Ok(written) => {
+            tracing::debug!(lease_key = %key, previous_owner = ?lease.lease_owner, "took expired lease");
+            shared.metrics.taken.increment(1);
+            let mut state = shared.state();
+            if state.stopping || state.slots.contains_key(key) {
+                return;
+            }
+            shared.insert_slot(&mut state, written.value, Phase::Active, written.started);
+        }
+        Err(error) if error.is_condition_failed() => {
+            tracing::debug!(lease_key = %key, "lost the race to take a lease");
+        }
+        Err(error) => tracing::warn!(%error, lease_key = %key, "could not take lease"),
+    }
+}
+
+async fn steal(shared: &Shared, lease: Lease) {
+    let me = shared.worker_id.as_str();
+    let key = lease.lease_key.clone();
+    let Some(victim) = lease.lease_owner.clone() else { return };
+    let mut counter = lease.lease_counter;
+    // The victim renews often; if it renewed since our listing, read again and retry once.
+    for attempt in 0..2 {
+        let fence = LeaseFence { lease_key: key.clone(), owner: victim.clone(), counter };
+        let assigned = io::write(
+            shared,
+            &key,
+            "assign_for_handoff",
+            None,
+            || shared.store.assign_for_handoff(&fence, me),
+            |l| {
+                (l.lease_owner.as_deref() == Some(me)
+                    && l.checkpoint_owner.as_deref() == Some(victim.as_str())
+                    && l.lease_counter == counter + 1)
+                    .then_some(l.lease_counter)
+            },
+        )
+        .await;
+        match assigned {
+            Ok(written) => {
+                tracing::debug!(lease_key = %key, %victim, "stealing lease through a graceful handoff");
+                shared.metrics.stolen.increment(1);
+                let mut stolen = lease.clone();
+                stolen.lease_owner = Some(me.to_owned());
+                stolen.checkpoint_owner = Some(victim.clone());
+                stolen.lease_counter = written.value;
+                let mut state = shared.state();
+                if !state.stopping && !state.slots.contains_key(&key) {
+                    let phase = Phase::Incoming { from: victim.clone(), since: Instant::now() };
+                    shared.insert_slot(&mut state, stolen, phase, written.started);
+                }
+                return;
+            }
+            Err(error) if error.is_condition_failed() && attempt == 0 => match io::get_lease(shared, &key).await {
+                Ok(Some(fresh))
+                    if fresh.lease_owner.as_deref() == Some(victim.as_str()) && fresh.checkpoint_owner.is_none() =>
+                {
+                    counter = fresh.lease_counter;
+                }
+                _ => return,
+            },
+            Err(error) => {
+                tracing::debug!(%error, lease_key = %key, "could not steal lease");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "taker_tests.rs"]
+mod tests;

@@ -1,0 +1,209 @@
+//! What this worker has seen of the fleet: when each lease counter and each heartbeat was last seen to change,
+//! on this worker's monotonic clock. Expiry is judged only from these local observations; wall clocks of
+//! different hosts are never compared.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::RenewalMode;
+use crate::lease::{Lease, WorkerHeartbeat};
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    counter: u64,
+    /// When the current value was first seen: the END of the read that returned it. The write happened no later
+    /// than that, so waiting `lease_duration` from here never cuts a renewal short.
+    changed_at: Instant,
+}
+
+/// Local observations of lease counters and worker heartbeats.
+#[derive(Debug, Default)]
+pub(crate) struct FleetView {
+    leases: HashMap<String, Seen>,
+    heartbeats: HashMap<String, Seen>,
+    /// Workers named by a lease (as owner or checkpoint owner) that had no heartbeat, since when.
+    missing_heartbeat: HashMap<String, Instant>,
+    heartbeats_known: bool,
+}
+
+impl FleetView {
+    /// Records a full listing of the lease table that completed at `at`. Leases no longer listed are forgotten.
+    pub(crate) fn observe_leases(&mut self, leases: &[Lease], at: Instant) {
+        let mut next = HashMap::with_capacity(leases.len());
+        for lease in leases {
+            let seen = match self.leases.get(&lease.lease_key) {
+                Some(seen) if seen.counter == lease.lease_counter => *seen,
+                _ => Seen { counter: lease.lease_counter, changed_at: at },
+            };
+            next.insert(lease.lease_key.clone(), seen);
+        }
+        self.leases = next;
+    }
+
+    /// Records a listing of every heartbeat that completed at `at`; `leases` is the lease listing of the same cycle
+    /// (to start the "no heartbeat since" clock for workers that own leases but have no heartbeat).
+    pub(crate) fn observe_heartbeats(&mut self, heartbeats: &[WorkerHeartbeat], leases: &[Lease], at: Instant) {
+        let mut next = HashMap::with_capacity(heartbeats.len());
+        for heartbeat in heartbeats {
+            let seen = match self.heartbeats.get(&heartbeat.worker_id) {
+                Some(seen) if seen.counter == heartbeat.counter => *seen,
+                _ => Seen { counter: heartbeat.counter, changed_at: at },
+            };
+            next.insert(heartbeat.worker_id.clone(), seen);
+        }
+        self.heartbeats = next;
+        self.heartbeats_known = true;
+        let named: HashSet<&str> = leases
+            .iter()
+            .flat_map(|lease| lease.lease_owner.as_deref().into_iter().chain(lease.checkpoint_owner.as_deref()))
+            .collect();
+        self.missing_heartbeat.retain(|worker, _| named.contains(worker.as_str()));
+        for worker in named {
+            if self.heartbeats.contains_key(worker) {
+                self.missing_heartbeat.remove(worker);
+            } else {
+                self.missing_heartbeat.entry(worker.to_owned()).or_insert(at);
+            }
+        }
+    }
+
+    /// Whether the lease's counter has not been seen to change for `lease_duration`. A lease never observed is not
+    /// stale: its clock starts when it is first seen.
+    pub(crate) fn lease_stale(&self, lease_key: &str, now: Instant, lease_duration: Duration) -> bool {
+        self.leases.get(lease_key).is_some_and(|seen| now.duration_since(seen.changed_at) >= lease_duration)
+    }
+
+    /// Heartbeat mode: whether `worker` counts as dead — its heartbeat unchanged for `lease_duration`, or absent for
+    /// `lease_duration` since this worker first noticed the absence. Unknown until heartbeats were listed once.
+    pub(crate) fn worker_dead(&self, worker: &str, now: Instant, lease_duration: Duration) -> bool {
+        if !self.heartbeats_known {
+            return false;
+        }
+        match self.heartbeats.get(worker) {
+            Some(seen) => now.duration_since(seen.changed_at) >= lease_duration,
+            None => {
+                self.missing_heartbeat.get(worker).is_some_and(|since| now.duration_since(*since) >= lease_duration)
+            }
+        }
+    }
+
+    /// Heartbeat mode: workers whose heartbeat changed within `lease_duration`.
+    pub(crate) fn live_heartbeats(&self, now: Instant, lease_duration: Duration) -> impl Iterator<Item = &str> {
+        self.heartbeats
+            .iter()
+            .filter(move |(_, seen)| now.duration_since(seen.changed_at) < lease_duration)
+            .map(|(worker, _)| worker.as_str())
+    }
+
+    /// Whether `lease` may be taken without the owner's consent.
+    ///
+    /// * Unowned: always.
+    /// * Per-lease mode: its counter unchanged for `lease_duration`.
+    /// * Heartbeat mode: its counter unchanged for `lease_duration` AND its owner dead AND (during a handoff) its
+    ///   checkpoint owner dead. Requiring the counter too keeps a healthy per-lease worker safe from a misconfigured
+    ///   heartbeat worker; requiring the checkpoint owner to be dead keeps an old owner's final checkpoint window
+    ///   intact when the new owner dies mid-handoff.
+    pub(crate) fn is_expired(&self, lease: &Lease, mode: RenewalMode, now: Instant, lease_duration: Duration) -> bool {
+        let Some(owner) = lease.lease_owner.as_deref() else {
+            return true;
+        };
+        let stale = self.lease_stale(&lease.lease_key, now, lease_duration);
+        match mode {
+            RenewalMode::PerLease => stale,
+            RenewalMode::WorkerHeartbeat => {
+                stale
+                    && self.worker_dead(owner, now, lease_duration)
+                    && lease.checkpoint_owner.as_deref().is_none_or(|cp| self.worker_dead(cp, now, lease_duration))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExtendedSequenceNumber;
+
+    const LD: Duration = Duration::from_millis(1000);
+
+    fn lease(key: &str, owner: Option<&str>, counter: u64) -> Lease {
+        let mut lease = Lease::new_for_shard(key, ExtendedSequenceNumber::TrimHorizon);
+        lease.lease_owner = owner.map(str::to_owned);
+        lease.lease_counter = counter;
+        lease
+    }
+
+    fn hb(worker: &str, counter: u64) -> WorkerHeartbeat {
+        WorkerHeartbeat { worker_id: worker.to_owned(), counter }
+    }
+
+    #[test]
+    fn per_lease_expiry_counts_from_the_last_seen_change() {
+        let t0 = Instant::now();
+        let mut view = FleetView::default();
+        view.observe_leases(&[lease("a", Some("w1"), 1), lease("b", None, 0)], t0);
+        assert!(!view.is_expired(&lease("a", Some("w1"), 1), RenewalMode::PerLease, t0 + LD / 2, LD));
+        assert!(view.is_expired(&lease("b", None, 0), RenewalMode::PerLease, t0, LD), "unowned is takeable");
+        // The counter moves at t0 + 900 ms: the clock restarts.
+        view.observe_leases(&[lease("a", Some("w1"), 2)], t0 + Duration::from_millis(900));
+        assert!(!view.is_expired(&lease("a", Some("w1"), 2), RenewalMode::PerLease, t0 + LD, LD));
+        assert!(view.is_expired(&lease("a", Some("w1"), 2), RenewalMode::PerLease, t0 + LD * 2, LD));
+    }
+
+    #[test]
+    fn first_sighting_is_never_expired() {
+        let t0 = Instant::now();
+        let view = FleetView::default();
+        assert!(!view.is_expired(&lease("a", Some("w1"), 7), RenewalMode::PerLease, t0 + LD * 10, LD));
+    }
+
+    #[test]
+    fn heartbeat_expiry_needs_a_dead_owner_and_a_static_counter() {
+        let t0 = Instant::now();
+        let leases = [lease("a", Some("w1"), 3)];
+        let mut view = FleetView::default();
+        view.observe_leases(&leases, t0);
+        view.observe_heartbeats(&[hb("w1", 1)], &leases, t0);
+        let mode = RenewalMode::WorkerHeartbeat;
+        // Counter static, heartbeat moving: alive.
+        view.observe_heartbeats(&[hb("w1", 2)], &leases, t0 + LD / 2);
+        assert!(!view.is_expired(&leases[0], mode, t0 + LD + LD / 4, LD));
+        // Heartbeat static for a lease duration too: expired.
+        assert!(view.is_expired(&leases[0], mode, t0 + LD * 2, LD));
+    }
+
+    #[test]
+    fn a_missing_heartbeat_counts_from_first_noticed() {
+        let t0 = Instant::now();
+        let leases = [lease("a", Some("gone"), 3)];
+        let mut view = FleetView::default();
+        view.observe_leases(&leases, t0);
+        view.observe_heartbeats(&[], &leases, t0 + LD / 2);
+        let mode = RenewalMode::WorkerHeartbeat;
+        assert!(!view.is_expired(&leases[0], mode, t0 + LD, LD));
+        assert!(view.is_expired(&leases[0], mode, t0 + LD + LD / 2, LD));
+    }
+
+    #[test]
+    fn a_live_checkpoint_owner_protects_a_handoff() {
+        let t0 = Instant::now();
+        let mut in_handoff = lease("a", Some("dead-new-owner"), 3);
+        in_handoff.checkpoint_owner = Some("old-owner".to_owned());
+        let leases = [in_handoff.clone()];
+        let mut view = FleetView::default();
+        view.observe_leases(&leases, t0);
+        view.observe_heartbeats(&[hb("dead-new-owner", 1), hb("old-owner", 1)], &leases, t0);
+        view.observe_heartbeats(&[hb("dead-new-owner", 1), hb("old-owner", 5)], &leases, t0 + LD * 2);
+        let mode = RenewalMode::WorkerHeartbeat;
+        assert!(!view.is_expired(&in_handoff, mode, t0 + LD * 2, LD));
+        assert!(view.is_expired(&in_handoff, mode, t0 + LD * 3, LD));
+    }
+
+    #[test]
+    fn heartbeats_unknown_means_nobody_is_dead() {
+        let view = FleetView::default();
+        assert!(!view.worker_dead("w1", Instant::now() + LD * 100, LD));
+    }
+}

@@ -1,0 +1,275 @@
+//! Fleet tests of the lease coordinator on the in-memory store, in both renewal modes.
+//!
+//! Most run on Tokio's paused clock (`start_paused`): the memory store never waits, so virtual time advances only
+//! through the coordinators' own timers and every bound below is exact and immune to machine load. A `real_time`
+//! module repeats the key scenarios on a multi-threaded runtime with a longer lease and generous bounds.
+
+mod fleet;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleet::partition::PartitionableStore;
+use fleet::{Fleet, Kind, config, next_checkpoint};
+use kcl_core::KclError;
+use kcl_core::lease::{LeaseStore, RenewalMode};
+use tokio::time::Instant;
+
+/// Virtual-time lease duration.
+const LD: u64 = 600;
+const CONVERGE: Duration = Duration::from_secs(120);
+
+/// Scenario parameters: the lease duration, and slack added to every timing bound (zero on the paused clock).
+#[derive(Clone, Copy)]
+struct Setup {
+    mode: RenewalMode,
+    lease_duration_ms: u64,
+    slack: Duration,
+}
+
+impl Setup {
+    fn paused(mode: RenewalMode) -> Self {
+        Setup { mode, lease_duration_ms: LD, slack: Duration::ZERO }
+    }
+
+    fn real_time(mode: RenewalMode) -> Self {
+        Setup { mode, lease_duration_ms: 1500, slack: Duration::from_millis(1500) }
+    }
+}
+
+async fn three_workers(setup: Setup, wrap_w3: Option<&Arc<PartitionableStore>>) -> Fleet {
+    let mut fleet = Fleet::new(12, config(setup.mode, setup.lease_duration_ms)).await;
+    fleet.start("w1");
+    fleet.start("w2");
+    match wrap_w3 {
+        Some(store) => fleet.start_with_store("w3", store.clone()),
+        None => fleet.start("w3"),
+    }
+    let took = fleet.converge(CONVERGE + setup.slack * 10).await;
+    println!("{:?}: 3 workers converged on 12 leases in {took:?}", setup.mode);
+    assert_eq!(fleet.held_counts().values().copied().collect::<Vec<_>>(), vec![4, 4, 4]);
+    fleet
+}
+
+/// The worst case for others to own a dead worker's lease again: its last renewal is seen at a survivor's next
+/// listing (≤ one take interval later), expires `lease_duration` after that, and is taken at the listing after
+/// (≤ one more take interval); the last renewal itself was up to one renewal interval before the crash.
+fn failover_bound(fleet: &Fleet, setup: Setup) -> Duration {
+    let c = &fleet.config;
+    c.lease_duration() + c.take_interval() * 2 + c.renewal_interval() + setup.slack
+}
+
+async fn converge_and_stay_put(setup: Setup) {
+    let fleet = three_workers(setup, None).await;
+    let before = fleet.ownership().await;
+    let events = fleet.timeline.len();
+    tokio::time::sleep(fleet.config.renewal_interval() * 10).await;
+    let after = fleet.ownership().await;
+    for (lease, (owner, switches)) in &before {
+        let (owner_after, switches_after) = &after[lease];
+        assert_eq!(owner_after, owner, "{lease} changed owner once converged");
+        // Checkpoints reset the counter to 0; any take or steal would increase it.
+        assert!(switches_after <= switches, "{lease} switched owner once converged");
+    }
+    assert_eq!(fleet.timeline.len(), events, "no lease may start or stop once converged");
+    fleet.timeline.assert_no_overlap();
+}
+
+async fn crash_failover(setup: Setup) {
+    let mut fleet = three_workers(setup, None).await;
+    let crashed_at = Instant::now();
+    let orphans = fleet.kill("w3");
+    assert_eq!(orphans.len(), 4);
+    let took = fleet
+        .wait_for(failover_bound(&fleet, setup) * 2, "failover", async |f| {
+            let starts = f.timeline.starts_after(crashed_at, "w3");
+            orphans.iter().all(|lease| starts.contains_key(lease))
+        })
+        .await;
+    println!("{:?}: crash failover took {took:?} (bound {:?})", setup.mode, failover_bound(&fleet, setup));
+    assert!(took <= failover_bound(&fleet, setup), "failover took {took:?}");
+    fleet.converge(CONVERGE).await;
+    fleet.timeline.assert_no_overlap();
+}
+
+async fn graceful_stop(setup: Setup) {
+    let mut fleet = three_workers(setup, None).await;
+    let leaving: Vec<String> = fleet.handle("w3").held_leases().into_iter().map(|l| l.lease_key).collect();
+    let stopped_at = Instant::now();
+    fleet.stop("w3").await;
+    let took = fleet
+        .wait_for(Duration::from_secs(10), "graceful handoff", async |f| {
+            let starts = f.timeline.starts_after(stopped_at, "w3");
+            leaving.iter().all(|lease| starts.contains_key(lease))
+        })
+        .await;
+    println!("{:?}: graceful stop handed 4 leases over in {took:?}", setup.mode);
+    assert!(took < Duration::from_secs(1) + setup.slack / 3, "graceful handoff took {took:?}");
+    // Each lease resumed elsewhere from exactly w3's final checkpoint (checked by assert_no_overlap), and w3 wrote one.
+    let finals =
+        fleet.timeline.entries().into_iter().filter(|e| e.worker == "w3" && matches!(e.kind, Kind::Final { .. }));
+    assert_eq!(finals.count(), 4);
+    fleet.timeline.assert_no_overlap();
+    fleet.converge(CONVERGE).await;
+}
+
+async fn zombie_is_fenced(setup: Setup) {
+    let mut fleet = Fleet::new(12, config(setup.mode, setup.lease_duration_ms)).await;
+    let w3_store = Arc::new(PartitionableStore::new(fleet.memory.clone(), "w3"));
+    fleet.start("w1");
+    fleet.start("w2");
+    fleet.start_with_store("w3", w3_store.clone());
+    fleet.converge(CONVERGE + setup.slack * 10).await;
+    let zombie_leases: Vec<String> = fleet.handle("w3").held_leases().into_iter().map(|l| l.lease_key).collect();
+    assert_eq!(zombie_leases.len(), 4);
+    let partitioned_at = Instant::now();
+    w3_store.partition(true);
+    fleet
+        .wait_for(failover_bound(&fleet, setup) * 2, "others to take the zombie's leases", async |f| {
+            let starts = f.timeline.starts_after(partitioned_at, "w3");
+            zombie_leases.iter().all(|lease| starts.contains_key(lease))
+        })
+        .await;
+    // The zombie stopped each lease (self-fenced) at least a safety margin before anyone else started it.
+    let entries = fleet.timeline.entries();
+    let margin = fleet.config.safety_margin();
+    for lease in &zombie_leases {
+        let stop = entries
+            .iter()
+            .find(|e| {
+                e.worker == "w3" && e.lease == *lease && e.at >= partitioned_at && matches!(e.kind, Kind::Stop { .. })
+            })
+            .unwrap_or_else(|| panic!("zombie never stopped {lease}"));
+        let start = entries
+            .iter()
+            .find(|e| {
+                e.worker != "w3" && e.lease == *lease && e.at >= partitioned_at && matches!(e.kind, Kind::Start { .. })
+            })
+            .unwrap();
+        assert!(stop.seq < start.seq, "{lease}: zombie stopped after {} started", start.worker);
+        assert!(
+            start.at >= stop.at + margin - setup.slack.min(margin),
+            "{lease}: fenced too late: {stop:?} vs {start:?}"
+        );
+        // Self-fenced: told by the Lost { Expired } event, or by a checkpoint the coordinator refused at the deadline,
+        // whichever the processor saw first.
+        let self_fenced = |why: &str| why.contains("Expired") || why.contains("checkpoint rejected");
+        assert!(matches!(&stop.kind, Kind::Stop { why } if self_fenced(why)), "{stop:?}");
+    }
+    // The partition heals: the zombie's checkpoints are refused, locally and by the store's fence.
+    w3_store.partition(false);
+    let checkpoint = next_checkpoint();
+    for lease in &zombie_leases {
+        match fleet.handle("w3").checkpoint(lease, &checkpoint).await {
+            Err(KclError::LeaseLost { lease_key }) => assert_eq!(&lease_key, lease),
+            other => panic!("zombie checkpoint of {lease} must fail with LeaseLost, got {other:?}"),
+        }
+        let stale = w3_store.last_fence(lease).expect("w3 wrote this lease before the partition");
+        let refused = fleet.memory.update_checkpoint(&stale, &checkpoint).await;
+        assert!(refused.is_err_and(|e| e.is_condition_failed()), "the store must reject the zombie's stale fence");
+    }
+    fleet.timeline.assert_no_overlap();
+}
+
+async fn join_without_overlap(setup: Setup) {
+    let mut fleet = three_workers(setup, None).await;
+    let joined_at = Instant::now();
+    fleet.start("w4");
+    let took = fleet.converge(CONVERGE + setup.slack * 10).await;
+    println!("{:?}: a joining worker got its share in {took:?}", setup.mode);
+    assert_eq!(fleet.held_counts().values().copied().collect::<Vec<_>>(), vec![3, 3, 3, 3]);
+    // Every lease w4 got came through a graceful handoff: a final checkpoint by the old owner, then w4's start
+    // from it (assert_no_overlap checks the value), and nothing was lost involuntarily.
+    let entries = fleet.timeline.entries();
+    let mut last_final: HashMap<&str, &str> = HashMap::new();
+    for entry in entries.iter().filter(|e| e.at >= joined_at) {
+        match &entry.kind {
+            Kind::Final { .. } => {
+                last_final.insert(&entry.lease, &entry.worker);
+            }
+            Kind::Start { .. } => {
+                assert!(
+                    last_final.remove(entry.lease.as_str()).is_some(),
+                    "{} got {} without a handoff",
+                    entry.worker,
+                    entry.lease
+                );
+            }
+            Kind::Stop { why } => assert!(!why.contains("Expired") && !why.contains("Taken"), "{entry:?}"),
+            Kind::FinalFailed => panic!("a handoff failed: {entry:?}"),
+        }
+    }
+    fleet.timeline.assert_no_overlap();
+}
+
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(start_paused = true)]
+            async fn per_lease() {
+                super::$scenario(Setup::paused(RenewalMode::PerLease)).await;
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn heartbeat() {
+                super::$scenario(Setup::paused(RenewalMode::WorkerHeartbeat)).await;
+            }
+        }
+    )*};
+}
+
+in_both_modes!(converge_and_stay_put, crash_failover, graceful_stop, zombie_is_fenced, join_without_overlap);
+
+/// Writes per mode for 100 leases on 5 workers over 10 lease durations of steady state.
+#[tokio::test(start_paused = true)]
+async fn heartbeat_mode_writes_at_least_20x_less() {
+    let mut writes = HashMap::new();
+    for mode in [RenewalMode::PerLease, RenewalMode::WorkerHeartbeat] {
+        let mut fleet = Fleet::new(100, config(mode, LD)).await;
+        fleet.checkpoint_every = None; // Count coordination writes only.
+        for w in 1..=5 {
+            fleet.start(&format!("w{w}"));
+        }
+        let start = fleet.memory.request_counts();
+        let took = fleet.converge(CONVERGE).await;
+        tokio::time::sleep(fleet.config.take_interval() * 2).await;
+        let settled = fleet.memory.request_counts();
+        let window = Duration::from_millis(LD * 10);
+        tokio::time::sleep(window).await;
+        let end = fleet.memory.request_counts();
+        let (w, r) = (end.writes - settled.writes, end.reads - settled.reads);
+        println!(
+            "{mode:?}: converged in {took:?} with {} writes / {} reads; steady state over {window:?}: {w} writes, {r} reads",
+            settled.writes - start.writes,
+            settled.reads - start.reads,
+        );
+        writes.insert(mode, w);
+        fleet.timeline.assert_no_overlap();
+    }
+    let per_lease = writes[&RenewalMode::PerLease] as f64;
+    let heartbeat = writes[&RenewalMode::WorkerHeartbeat] as f64;
+    println!("write ratio per-lease / heartbeat = {:.1}", per_lease / heartbeat);
+    assert!(per_lease >= 20.0 * heartbeat, "per-lease {per_lease} vs heartbeat {heartbeat}");
+}
+
+mod real_time {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graceful_stop_per_lease() {
+        graceful_stop(Setup::real_time(RenewalMode::PerLease)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn crash_failover_heartbeat() {
+        crash_failover(Setup::real_time(RenewalMode::WorkerHeartbeat)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zombie_is_fenced_per_lease() {
+        zombie_is_fenced(Setup::real_time(RenewalMode::PerLease)).await;
+    }
+}
