@@ -16,10 +16,13 @@ pub mod deaggregate;
 pub mod discover;
 pub mod error;
 pub mod lease;
+mod lifecycle;
 pub mod process;
 pub mod retrieve;
 pub mod types;
+pub mod worker;
 
 pub use error::KclError;
 pub use process::{Batch, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
+pub use worker::{ShutdownHandle, Worker, WorkerBuilder};

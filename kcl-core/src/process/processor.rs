@@ -50,7 +50,10 @@ pub trait RecordProcessor: Send + 'static {
     }
 
     /// Processes one batch, in shard order. Use `checkpointer` to record progress (every batch, or less often).
-    async fn process_records(&mut self, batch: Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError>;
+    ///
+    /// The batch is borrowed because the framework may deliver the same records again: after an error here, or to
+    /// the next owner of the lease after a crash. Clone what you keep (clones are cheap: payloads are `Bytes`).
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError>;
 
     /// The lease moved to another worker (or could not be renewed). Checkpointing is no longer possible; release
     /// resources. Records since the last checkpoint will be delivered to the next owner.

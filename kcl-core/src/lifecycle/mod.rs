@@ -1,0 +1,8 @@
+//! Lifecycle of one shard on one worker: wait for the parents to finish → initialize → read, de-aggregate and
+//! process batches → shard end | shutdown | handoff | lease lost. [`ShardConsumer`] runs it; the worker starts one
+//! per lease it acquires and stops it through a [`StopSignal`].
+
+mod consumer;
+mod retry;
+
+pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};

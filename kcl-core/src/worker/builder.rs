@@ -1,0 +1,218 @@
+//! `WorkerBuilder`: every setting of a worker, with defaults and their Java KCL names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Worker;
+use crate::KclError;
+use crate::discover::{KinesisShardLister, ShardLister};
+use crate::lease::LeaseStore;
+use crate::lease::coordinator::LeaseCoordinatorConfig;
+use crate::process::ProcessorFactory;
+use crate::retrieve::{KinesisPollingApi, PollingConfig, PollingFetcher, RecordSource};
+use crate::types::InitialPosition;
+
+/// Builds a [`Worker`]. Required: the stream, the application name, a lease store, a processor factory, and either
+/// a Kinesis client ([`kinesis_client`](Self::kinesis_client)) or a record source plus a shard lister.
+///
+/// | setting | default | Java KCL |
+/// |---|---|---|
+/// | [`worker_id`](Self::worker_id) | host name + random suffix | `workerIdentifier` |
+/// | [`initial_position`](Self::initial_position) | `LATEST` | `initialPositionInStream` (`LATEST`) |
+/// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
+/// | [`polling_config`](Self::polling_config) | [`PollingConfig::default`] (10000 records, 1.5 s idle) | `PollingConfig` |
+/// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
+/// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
+/// | [`retry_backoff`](Self::retry_backoff) | 500 ms doubling to 30 s, with jitter | `taskBackoffTimeMillis` (500 ms, fixed) |
+/// | [`call_process_records_even_for_empty`](Self::call_process_records_even_for_empty) | `false` | same name |
+pub struct WorkerBuilder<F> {
+    pub(super) stream: Arc<str>,
+    pub(super) application_name: String,
+    pub(super) worker_id: Option<String>,
+    pub(super) store: Option<Arc<dyn LeaseStore>>,
+    pub(super) source: Option<Arc<dyn RecordSource>>,
+    pub(super) lister: Option<Arc<dyn ShardLister>>,
+    pub(super) kinesis: Option<aws_sdk_kinesis::Client>,
+    pub(super) factory: Option<F>,
+    pub(super) initial_position: InitialPosition,
+    pub(super) lease_config: LeaseCoordinatorConfig,
+    pub(super) polling_config: PollingConfig,
+    pub(super) shard_sync_interval: Duration,
+    pub(super) parent_poll_interval: Duration,
+    pub(super) retry_base: Duration,
+    pub(super) retry_cap: Duration,
+    pub(super) call_process_records_even_for_empty: bool,
+}
+
+impl<F: ProcessorFactory> WorkerBuilder<F> {
+    pub(super) fn new(stream: impl Into<Arc<str>>, application_name: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            application_name: application_name.into(),
+            worker_id: None,
+            store: None,
+            source: None,
+            lister: None,
+            kinesis: None,
+            factory: None,
+            initial_position: InitialPosition::Latest,
+            lease_config: LeaseCoordinatorConfig::default(),
+            polling_config: PollingConfig::default(),
+            shard_sync_interval: Duration::from_secs(60),
+            parent_poll_interval: Duration::from_secs(1),
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(30),
+            call_process_records_even_for_empty: false,
+        }
+    }
+
+    /// This worker's id; unique in the fleet. A restarted process that keeps its id adopts the leases its
+    /// predecessor held.
+    pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
+        self.worker_id = Some(worker_id.into());
+        self
+    }
+
+    /// Where leases and checkpoints live (the DynamoDB store, the memory store, or your own).
+    pub fn lease_store(mut self, store: Arc<dyn LeaseStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Reads Kinesis by polling (`GetRecords`) and lists shards with `ListShards`, through this client. Build it
+    /// with `aws_config::defaults(BehaviorVersion::latest())` (set `endpoint_url` for local emulators).
+    pub fn kinesis_client(mut self, client: aws_sdk_kinesis::Client) -> Self {
+        self.kinesis = Some(client);
+        self
+    }
+
+    /// A custom record source (for example the in-memory stream, or enhanced fan-out). Needs
+    /// [`shard_lister`](Self::shard_lister) too.
+    pub fn record_source(mut self, source: Arc<dyn RecordSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// A custom shard lister, paired with [`record_source`](Self::record_source).
+    pub fn shard_lister(mut self, lister: Arc<dyn ShardLister>) -> Self {
+        self.lister = Some(lister);
+        self
+    }
+
+    /// Makes one [`RecordProcessor`](crate::RecordProcessor) per shard.
+    pub fn processor_factory(mut self, factory: F) -> Self {
+        self.factory = Some(factory);
+        self
+    }
+
+    /// Where shards without a checkpoint start.
+    pub fn initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// Lease timings, renewal mode and balancing limits.
+    pub fn lease_config(mut self, config: LeaseCoordinatorConfig) -> Self {
+        self.lease_config = config;
+        self
+    }
+
+    /// `GetRecords` batch size, idle time, retries and prefetch (used with [`kinesis_client`](Self::kinesis_client)).
+    pub fn polling_config(mut self, config: PollingConfig) -> Self {
+        self.polling_config = config;
+        self
+    }
+
+    /// How often the sync leader lists shards to find new ones (shard ends create child leases at once anyway).
+    pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
+        self.shard_sync_interval = interval;
+        self
+    }
+
+    /// How often a child shard checks whether its parents have finished.
+    pub fn parent_poll_interval(mut self, interval: Duration) -> Self {
+        self.parent_poll_interval = interval;
+        self
+    }
+
+    /// Backoff between retries of a failed `process_records` (and other callbacks): `base` doubling up to `cap`.
+    pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_cap = cap;
+        self
+    }
+
+    /// Deliver empty batches too (for time-based flushing in the processor).
+    pub fn call_process_records_even_for_empty(mut self, yes: bool) -> Self {
+        self.call_process_records_even_for_empty = yes;
+        self
+    }
+
+    /// Checks the settings and builds the worker.
+    pub fn build(self) -> Result<Worker<F>, KclError> {
+        let invalid = |what: &str| Err(KclError::InvalidConfig(what.to_owned()));
+        if self.stream.is_empty() {
+            return invalid("the stream name (or ARN) must not be empty");
+        }
+        if self.application_name.is_empty() {
+            return invalid("the application name must not be empty");
+        }
+        if self.worker_id.as_deref() == Some("") {
+            return invalid("worker_id must not be empty");
+        }
+        if self.parent_poll_interval.is_zero() || self.shard_sync_interval.is_zero() {
+            return invalid("parent_poll_interval and shard_sync_interval must be greater than zero");
+        }
+        if self.retry_base.is_zero() || self.retry_cap < self.retry_base {
+            return invalid("retry_backoff needs 0 < base <= cap");
+        }
+        let Some(store) = self.store.clone() else {
+            return invalid("a lease store is required: call lease_store(..)");
+        };
+        let Some(factory) = self.factory else {
+            return invalid("a processor factory is required: call processor_factory(..)");
+        };
+        let (source, lister): (Arc<dyn RecordSource>, Arc<dyn ShardLister>) =
+            match (self.source, self.lister, self.kinesis) {
+                (Some(source), Some(lister), None) => (source, lister),
+                (None, None, Some(client)) => {
+                    let fetcher = PollingFetcher::new(KinesisPollingApi::new(client.clone()), self.polling_config)?;
+                    (Arc::new(fetcher), Arc::new(KinesisShardLister::new(client, self.stream.to_string())))
+                }
+                (None, None, None) => {
+                    return invalid(
+                        "no Kinesis access: call kinesis_client(..), or record_source(..) with shard_lister(..)",
+                    );
+                }
+                _ => {
+                    return invalid(
+                        "choose one: kinesis_client(..), or record_source(..) together with shard_lister(..)",
+                    );
+                }
+            };
+        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        Ok(Worker::assemble(super::Parts {
+            stream: self.stream,
+            application_name: self.application_name,
+            worker_id,
+            store,
+            source,
+            lister,
+            factory: Arc::new(factory),
+            initial_position: self.initial_position,
+            lease_config: self.lease_config,
+            shard_sync_interval: self.shard_sync_interval,
+            parent_poll_interval: self.parent_poll_interval,
+            retry_base: self.retry_base,
+            retry_cap: self.retry_cap,
+            call_process_records_even_for_empty: self.call_process_records_even_for_empty,
+        }))
+    }
+}
+
+/// `HOSTNAME` (or `worker`) plus a random suffix, so two processes on one host never share an id.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".to_owned());
+    let suffix = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
+    format!("{host}-{:08x}", suffix as u32)
+}

@@ -1,0 +1,334 @@
+//! The [`Worker`]: one member of a consumer fleet. It runs the lease coordinator, keeps shard leases in sync with
+//! the stream, and runs one shard consumer per lease it holds, stopping each on a lease loss, a handoff or
+//! shutdown.
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use kcl_core::{Batch, Checkpointer, RecordProcessor, Worker, process::ProcessorError};
+//! # use kcl_core::lease::MemoryLeaseStore;
+//! struct Printer;
+//!
+//! #[async_trait::async_trait]
+//! impl RecordProcessor for Printer {
+//!     async fn process_records(&mut self, batch: &Batch, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!         for record in &batch.records {
+//!             println!("{} {}", record.partition_key, record.data.len());
+//!         }
+//!         cp.checkpoint().await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn run(client: aws_sdk_kinesis::Client) -> Result<(), kcl_core::KclError> {
+//! let worker = Worker::builder("my-stream", "my-app")
+//!     .kinesis_client(client)
+//!     .lease_store(Arc::new(MemoryLeaseStore::new()))
+//!     .processor_factory(|_shard: &str| Printer)
+//!     .build()?;
+//! let shutdown = worker.shutdown_handle();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     shutdown.shutdown();
+//! });
+//! worker.run().await
+//! # }
+//! ```
+
+mod builder;
+mod control;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+pub use builder::WorkerBuilder;
+use control::CoordinatorControl;
+
+use crate::KclError;
+use crate::discover::{ShardLister, ShardSyncConfig, ShardSyncer};
+use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
+use crate::lease::{Lease, LeaseStore};
+use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason, StopSignal};
+use crate::process::ProcessorFactory;
+use crate::retrieve::RecordSource;
+use crate::types::InitialPosition;
+
+/// Asks a running [`Worker`] to stop gracefully: processors get `shutdown_requested` and checkpoint, and every
+/// lease is handed directly to another live worker. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Requests the graceful shutdown; [`Worker::run`] returns once it is complete.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+pub(crate) struct Parts<F> {
+    stream: Arc<str>,
+    application_name: String,
+    worker_id: String,
+    store: Arc<dyn LeaseStore>,
+    source: Arc<dyn RecordSource>,
+    lister: Arc<dyn ShardLister>,
+    factory: Arc<F>,
+    initial_position: InitialPosition,
+    lease_config: LeaseCoordinatorConfig,
+    shard_sync_interval: Duration,
+    parent_poll_interval: Duration,
+    retry_base: Duration,
+    retry_cap: Duration,
+    call_process_records_even_for_empty: bool,
+}
+
+/// One worker of a consumer application. Build it with [`Worker::builder`], then drive [`run`](Self::run).
+pub struct Worker<F> {
+    parts: Parts<F>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl<F> std::fmt::Debug for Worker<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stream", &self.parts.stream)
+            .field("application_name", &self.parts.application_name)
+            .field("worker_id", &self.parts.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running shard consumer, as the worker tracks it.
+struct Running {
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+impl<F: ProcessorFactory> Worker<F> {
+    /// Starts building a worker for `stream` (a name or an ARN) in application `application_name`.
+    pub fn builder(stream: impl Into<Arc<str>>, application_name: impl Into<String>) -> WorkerBuilder<F> {
+        WorkerBuilder::new(stream, application_name)
+    }
+
+    fn assemble(parts: Parts<F>) -> Self {
+        Self { parts, shutdown_tx: watch::channel(false).0 }
+    }
+
+    /// This worker's id.
+    pub fn worker_id(&self) -> &str {
+        &self.parts.worker_id
+    }
+
+    /// A handle that asks [`run`](Self::run) to shut down gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown_tx.clone())
+    }
+
+    /// Runs until a graceful shutdown completes. Dropping the future stops the worker like a crash: nothing is
+    /// released, and other workers take its leases once they expire.
+    pub async fn run(self) -> Result<(), KclError> {
+        let span = tracing::info_span!("worker", worker_id = %self.parts.worker_id, stream = %self.parts.stream);
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(self) -> Result<(), KclError> {
+        let p = self.parts;
+        let (coordinator, mut events) =
+            LeaseCoordinator::start(p.store.clone(), p.worker_id.clone(), p.lease_config.clone())?;
+        let syncer = Arc::new(ShardSyncer::new(
+            p.lister.clone(),
+            p.store.clone(),
+            ShardSyncConfig {
+                initial_position: p.initial_position,
+                stream_identifier: None,
+                shard_sync_interval: p.shard_sync_interval,
+            },
+        ));
+        let consumer = Arc::new(ShardConsumer {
+            config: ConsumerConfig {
+                stream: p.stream.clone(),
+                initial_position: p.initial_position,
+                parent_poll_interval: p.parent_poll_interval,
+                retry_base: p.retry_base,
+                retry_cap: p.retry_cap,
+                call_process_records_even_for_empty: p.call_process_records_even_for_empty,
+            },
+            source: p.source.clone(),
+            store: p.store.clone(),
+            control: Arc::new(CoordinatorControl(coordinator.clone())),
+            syncer: syncer.clone(),
+        });
+        let sync_task = tokio::spawn(sync_loop(syncer, p.worker_id.clone()).in_current_span());
+
+        let mut shutdown_rx = self.shutdown_tx.subscribe();
+        let mut running: HashMap<String, Running> = HashMap::new();
+        // Leases acquired again while their previous consumer is still stopping; started when it exits.
+        let mut waiting: HashMap<String, Lease> = HashMap::new();
+        let mut tasks: JoinSet<(String, ConsumerExit)> = JoinSet::new();
+        let (shutdown_done_tx, mut shutdown_done) = mpsc::channel::<Result<(), KclError>>(1);
+        let mut shutting_down = false;
+
+        let result = loop {
+            tokio::select! {
+                // The guard `wait_for` returns is not Send: reduce it to a bool inside the future.
+                requested = async { shutdown_rx.wait_for(|requested| *requested).await.is_ok() }, if !shutting_down => {
+                    if requested {
+                        shutting_down = true;
+                        tracing::info!(leases = running.len(), "graceful shutdown requested");
+                        sync_task.abort();
+                        let coordinator = coordinator.clone();
+                        let done = shutdown_done_tx.clone();
+                        tokio::spawn(async move {
+                            let _ = done.send(coordinator.shutdown().await).await;
+                        }.in_current_span());
+                    }
+                }
+                Some(outcome) = shutdown_done.recv() => {
+                    break outcome;
+                }
+                event = events.recv() => match event {
+                    Some(LeaseEvent::Acquired(lease)) => {
+                        if running.contains_key(&lease.lease_key) {
+                            waiting.insert(lease.lease_key.clone(), lease);
+                        } else {
+                            start_consumer(&mut tasks, &mut running, &consumer, &p.factory, lease);
+                        }
+                    }
+                    Some(LeaseEvent::HandoffRequested { lease_key }) => match running.get(&lease_key) {
+                        Some(run) => {
+                            let reason = if shutting_down { StopReason::Shutdown } else { StopReason::Handoff };
+                            run.stop.send_if_modified(|current| set_once(current, reason));
+                        }
+                        None => handoff_done(&coordinator, &lease_key).await,
+                    },
+                    Some(LeaseEvent::Lost { lease_key, reason }) => {
+                        waiting.remove(&lease_key);
+                        if let Some(run) = running.get(&lease_key) {
+                            tracing::info!(lease_key, ?reason, "lease lost; stopping its consumer");
+                            run.stop.send_if_modified(|current| set_once(current, StopReason::LeaseLost));
+                        }
+                    }
+                    None if shutting_down => {
+                        // The coordinator closes its events when shutdown completes; wait for its result.
+                        break shutdown_done.recv().await.unwrap_or(Ok(()));
+                    }
+                    None => break Err(KclError::Shutdown),
+                },
+                Some(joined) = tasks.join_next() => {
+                    let (lease_key, exit) = match joined {
+                        Ok(done) => done,
+                        Err(error) => {
+                            // Consumer tasks catch user panics themselves; this is a bug in the framework.
+                            tracing::error!(%error, "a shard consumer task failed");
+                            continue;
+                        }
+                    };
+                    running.remove(&lease_key);
+                    on_consumer_exit(&coordinator, &lease_key, exit).await;
+                    if let Some(lease) = waiting.remove(&lease_key)
+                        && coordinator.is_held(&lease.lease_key)
+                    {
+                        start_consumer(&mut tasks, &mut running, &consumer, &p.factory, lease);
+                    }
+                }
+            }
+        };
+        sync_task.abort();
+        tasks.shutdown().await;
+        result
+    }
+}
+
+fn set_once(current: &mut Option<StopReason>, reason: StopReason) -> bool {
+    // A loss overrides a pending graceful stop (checkpoints would fail anyway); otherwise the first request wins.
+    match current {
+        None => {
+            *current = Some(reason);
+            true
+        }
+        Some(StopReason::LeaseLost) => false,
+        Some(_) if reason == StopReason::LeaseLost => {
+            *current = Some(reason);
+            true
+        }
+        Some(_) => false,
+    }
+}
+
+fn start_consumer<F: ProcessorFactory>(
+    tasks: &mut JoinSet<(String, ConsumerExit)>,
+    running: &mut HashMap<String, Running>,
+    consumer: &Arc<ShardConsumer>,
+    factory: &Arc<F>,
+    lease: Lease,
+) {
+    let (stop_tx, stop) = StopSignal::new();
+    let lease_key = lease.lease_key.clone();
+    let consumer = consumer.clone();
+    let factory = factory.clone();
+    metrics::gauge!("kcl_shard_consumers").increment(1.0);
+    tasks.spawn(
+        async move {
+            let processor = factory.create(&lease.shard_id);
+            let key = lease.lease_key.clone();
+            let exit = consumer.run(lease, processor, stop).await;
+            metrics::gauge!("kcl_shard_consumers").decrement(1.0);
+            (key, exit)
+        }
+        .in_current_span(),
+    );
+    running.insert(lease_key, Running { stop: stop_tx });
+}
+
+async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str, exit: ConsumerExit) {
+    match exit {
+        ConsumerExit::ShardEnded | ConsumerExit::AlreadyFinished => {
+            // A finished lease needs no owner: release it so it does not count toward this worker's share.
+            if let Err(error) = coordinator.release(lease_key).await {
+                tracing::debug!(lease_key, %error, "could not release a finished lease");
+            }
+        }
+        ConsumerExit::Stopped(StopReason::Shutdown | StopReason::Handoff) => handoff_done(coordinator, lease_key).await,
+        ConsumerExit::Stopped(StopReason::LeaseLost) => {}
+        ConsumerExit::Failed(error) => {
+            metrics::counter!("kcl_shard_consumer_failures_total").increment(1);
+            tracing::error!(lease_key, %error, "shard consumer failed; releasing the lease");
+            if let Err(error) = coordinator.release(lease_key).await {
+                tracing::debug!(lease_key, %error, "could not release the lease");
+            }
+        }
+    }
+}
+
+async fn handoff_done(coordinator: &LeaseCoordinatorHandle, lease_key: &str) {
+    if let Err(error) = coordinator.handoff_done(lease_key).await {
+        tracing::debug!(lease_key, %error, "handoff could not be completed; the lease will expire instead");
+    }
+}
+
+/// Syncs shards when this worker is the sync leader (every worker is, while no lease has an owner: a fleet starting
+/// up), then again after each jittered interval; a failed sync is retried after a second.
+async fn sync_loop(syncer: Arc<ShardSyncer>, worker_id: String) {
+    loop {
+        let delay = match syncer.sync_if_leader(&worker_id).await {
+            Ok(report) => {
+                if let Some(report) = report.filter(|r| !r.created.is_empty()) {
+                    tracing::info!(
+                        created = report.created.len(),
+                        shards = report.shards_listed,
+                        "shard sync created leases"
+                    );
+                }
+                syncer.next_sync_delay()
+            }
+            Err(error) => {
+                tracing::warn!(%error, "shard sync failed; will retry");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::time::sleep(delay).await;
+    }
+}

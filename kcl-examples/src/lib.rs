@@ -1,0 +1,6 @@
+//! Shared pieces of the kcl-rs examples: the IoT reading format and a delivery ledger that checks what a fleet
+//! processed (every record, duplicates, per-key order).
+#![deny(missing_docs)]
+
+pub mod iot;
+pub mod ledger;
