@@ -78,8 +78,13 @@ async fn converge_and_stay_put(setup: Setup) {
 
 async fn crash_failover(setup: Setup) {
     let mut fleet = three_workers(setup, None).await;
+    let heartbeat_of_w3 = async |fleet: &Fleet| {
+        let heartbeats = fleet.memory.list_heartbeats().await.unwrap();
+        heartbeats.into_iter().find(|hb| hb.worker_id == "w3").map(|hb| hb.counter)
+    };
     let crashed_at = Instant::now();
     let orphans = fleet.kill("w3");
+    let last_heartbeat = heartbeat_of_w3(&fleet).await;
     assert_eq!(orphans.len(), 4);
     let took = fleet
         .wait_for(failover_bound(&fleet, setup) * 2, "failover", async |f| {
@@ -89,6 +94,10 @@ async fn crash_failover(setup: Setup) {
         .await;
     println!("{:?}: crash failover took {took:?} (bound {:?})", setup.mode, failover_bound(&fleet, setup));
     assert!(took <= failover_bound(&fleet, setup), "failover took {took:?}");
+    if setup.mode == RenewalMode::WorkerHeartbeat {
+        // The taker fenced the dead worker's heartbeat before taking its leases.
+        assert!(heartbeat_of_w3(&fleet).await > last_heartbeat, "w3's heartbeat was not fenced");
+    }
     fleet.converge(CONVERGE).await;
     fleet.timeline.assert_no_overlap();
 }
@@ -221,7 +230,32 @@ macro_rules! in_both_modes {
     )*};
 }
 
-in_both_modes!(converge_and_stay_put, crash_failover, graceful_stop, zombie_is_fenced, join_without_overlap);
+in_both_modes!(converge_and_stay_put, crash_failover, graceful_stop, zombie_is_fenced, join_without_overlap,);
+
+/// Heartbeat mode: when another worker fences our heartbeat (it judged us dead), we must stop processing every
+/// lease at our next renewal, and only take back, through writes fenced per lease, those still ours.
+#[tokio::test(start_paused = true)]
+async fn a_fenced_heartbeat_drops_every_lease_at_once() {
+    let mut fleet = Fleet::new(4, config(RenewalMode::WorkerHeartbeat, LD)).await;
+    fleet.start("w1");
+    fleet.converge(CONVERGE).await;
+    let heartbeat = fleet.memory.list_heartbeats().await.unwrap().into_iter().find(|hb| hb.worker_id == "w1").unwrap();
+    // What a taker does before taking a dead worker's leases: bump its heartbeat from the value it saw.
+    let fenced_at = Instant::now();
+    fleet.memory.renew_heartbeat("w1", Some(heartbeat.counter)).await.unwrap();
+    let renewal = fleet.config.renewal_interval();
+    fleet
+        .wait_for(renewal * 2, "w1 to drop every lease", async |f| {
+            let stops =
+                f.timeline.entries().into_iter().filter(|e| e.at >= fenced_at && matches!(e.kind, Kind::Stop { .. }));
+            stops.count() == 4
+        })
+        .await;
+    // Nobody took them, so w1 adopts them again, each with a fenced renewal, and starts afresh.
+    fleet.converge(CONVERGE).await;
+    assert_eq!(fleet.timeline.starts_after(fenced_at, "nobody").len(), 4);
+    fleet.timeline.assert_no_overlap();
+}
 
 /// Writes per mode for 100 leases on 5 workers over 10 lease durations of steady state.
 #[tokio::test(start_paused = true)]
