@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod flaky;
 pub mod partition;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -195,6 +195,7 @@ pub(crate) async fn take_cycle(shared: &Shared) -> bool {
     }
     let Some(leases) = list_and_observe(shared).await else { return false };
     let me = shared.worker_id.as_str();
+    adopt_orphaned_handoffs(shared, &leases);
     if shared.config.assignment_poll_interval().is_none() {
         let owned = leases.iter().filter(|l| l.lease_owner.as_deref() == Some(me)).cloned().collect();
         super::handoff::reconcile(shared, owned).await;
@@ -228,6 +229,24 @@ pub(crate) async fn take_cycle(shared: &Shared) -> bool {
     }
     super::handoff::maintain(shared).await;
     acted
+}
+
+/// Finds leases another worker stole from us (checkpoint right ours) for which we hold no slot — we had dropped
+/// the lease (self-fenced) just before the steal, so nobody here will ever finish that handoff and the thief would
+/// wait for it. We are not processing them, so we clear the right, a safety margin from now (no earlier than a
+/// margin after the `Lost` we emitted), through the abandoned-handoff path.
+fn adopt_orphaned_handoffs(shared: &Shared, leases: &[Lease]) {
+    let me = shared.worker_id.as_str();
+    let mut state = shared.state();
+    let clear_at = Instant::now() + shared.config.safety_margin();
+    for lease in leases {
+        let Some(owner) = lease.lease_owner.as_deref() else { continue };
+        if lease.checkpoint_owner.as_deref() == Some(me) && owner != me && !state.slots.contains_key(&lease.lease_key) {
+            tracing::debug!(lease_key = %lease.lease_key, new_owner = %owner, "clearing an orphaned handoff");
+            let phase = Phase::Abandoned { to: owner.to_owned(), clear_at, deferred: None };
+            shared.insert_slot(&mut state, lease.clone(), phase, Instant::now());
+        }
+    }
 }
 
 /// Heartbeat mode: fences the heartbeat of every worker (owner or checkpoint owner) whose expired leases we are
