@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod flaky;
 pub mod partition;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -73,6 +74,9 @@ impl Timeline {
             match &entry.kind {
                 Kind::Start { checkpoint } => {
                     if let Some(other) = running.get(&entry.lease) {
+                        for e in self.entries().iter().filter(|e| e.lease == entry.lease) {
+                            eprintln!("{:?} {} {:?}", e.at, e.worker, e.kind);
+                        }
                         panic!(
                             "{} started {} at {:?} while {other} was processing it",
                             entry.worker, entry.lease, entry.at
@@ -125,6 +129,7 @@ pub struct Worker {
     pub handle: LeaseCoordinatorHandle,
     processor: JoinHandle<()>,
     running: Arc<Mutex<HashSet<String>>>,
+    tasks: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
 }
 
 pub struct Fleet {
@@ -172,14 +177,16 @@ impl Fleet {
     pub fn start_with_store(&mut self, id: &str, store: Arc<dyn LeaseStore>) {
         let (handle, events) = LeaseCoordinator::start(store, id, self.config.clone()).expect("start");
         let running = Arc::new(Mutex::new(HashSet::new()));
+        let tasks = Arc::new(Mutex::new(HashMap::new()));
         let processor = tokio::spawn(process(
             handle.clone(),
             events,
             self.timeline.clone(),
             running.clone(),
+            tasks.clone(),
             self.checkpoint_every,
         ));
-        self.workers.insert(id.to_owned(), Worker { handle, processor, running });
+        self.workers.insert(id.to_owned(), Worker { handle, processor, running, tasks });
     }
 
     pub fn handle(&self, id: &str) -> &LeaseCoordinatorHandle {
@@ -191,6 +198,9 @@ impl Fleet {
         let worker = self.workers.remove(id).expect("known worker");
         worker.handle.abort();
         worker.processor.abort();
+        for (_, task) in worker.tasks.lock().unwrap().drain() {
+            task.abort();
+        }
         let running: Vec<String> = worker.running.lock().unwrap().drain().collect();
         for lease in &running {
             self.timeline.record(id, lease, Kind::Stop { why: "killed".into() });
@@ -203,6 +213,9 @@ impl Fleet {
         let worker = self.workers.remove(id).expect("known worker");
         worker.handle.shutdown().await.expect("graceful shutdown");
         worker.processor.await.expect("processor task");
+        for (_, task) in worker.tasks.lock().unwrap().drain() {
+            task.abort();
+        }
     }
 
     /// Held leases per live worker, from the handles (no store reads).
@@ -247,12 +260,26 @@ impl Fleet {
             if condition(self).await {
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}; held: {:?}",
-                self.held_counts()
-            );
+            if started.elapsed() >= timeout {
+                self.dump().await;
+                panic!("timed out after {timeout:?} waiting for {what}; held: {:?}", self.held_counts());
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Prints the store and every worker's view, to diagnose a test that timed out.
+    pub async fn dump(&self) {
+        for lease in self.memory.list_all_leases().await.unwrap_or_default() {
+            eprintln!(
+                "store: {} owner={:?} checkpoint_owner={:?} counter={}",
+                lease.lease_key, lease.lease_owner, lease.checkpoint_owner, lease.lease_counter
+            );
+        }
+        eprintln!("heartbeats: {:?}", self.memory.list_heartbeats().await.unwrap_or_default());
+        for (id, worker) in &self.workers {
+            let held: Vec<String> = worker.handle.held_leases().into_iter().map(|l| l.lease_key).collect();
+            eprintln!("{id} holds {held:?}");
         }
     }
 
@@ -268,54 +295,96 @@ impl Fleet {
     }
 }
 
-/// A simulated record processor for one worker: starts on `Acquired`, checkpoints now and then, and on
-/// `HandoffRequested` stops, checkpoints and calls `handoff_done`, recording each step.
+/// A simulated pipeline for one worker. Like a real one, each lease is processed by its own task (here: it
+/// checkpoints now and then), so a slow checkpoint of one lease never delays reacting to another lease's events.
+/// The event loop records `Start` on `Acquired`, stops the lease's task and records `Stop` on `HandoffRequested`
+/// or `Lost`, and answers `HandoffRequested` (final checkpoint, then `handoff_done`) from a separate task.
 async fn process(
     handle: LeaseCoordinatorHandle,
     mut events: mpsc::UnboundedReceiver<LeaseEvent>,
     timeline: Arc<Timeline>,
     running: Arc<Mutex<HashSet<String>>>,
+    tasks: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
     checkpoint_every: Option<Duration>,
 ) {
     let me = handle.worker_id().to_owned();
-    let mut ticks = tokio::time::interval(checkpoint_every.unwrap_or(Duration::from_secs(3600)));
-    let stop = |lease: &str, why: String| {
-        if running.lock().unwrap().remove(lease) {
-            timeline.record(&me, lease, Kind::Stop { why });
-        }
-    };
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                None => return,
-                Some(LeaseEvent::Acquired(lease)) => {
-                    timeline.record(&me, &lease.lease_key, Kind::Start { checkpoint: lease.checkpoint.clone() });
-                    running.lock().unwrap().insert(lease.lease_key);
-                }
-                Some(LeaseEvent::HandoffRequested { lease_key }) => {
-                    stop(&lease_key, "handoff requested".into());
-                    let final_checkpoint = next_checkpoint();
-                    let checkpointed = handle.checkpoint(&lease_key, &final_checkpoint).await.is_ok();
-                    if checkpointed {
-                        timeline.record(&me, &lease_key, Kind::Final { checkpoint: final_checkpoint });
-                    }
-                    if handle.handoff_done(&lease_key).await.is_err() && checkpointed {
-                        timeline.record(&me, &lease_key, Kind::FinalFailed);
-                    }
-                }
-                Some(LeaseEvent::Lost { lease_key, reason }) => stop(&lease_key, format!("lost: {reason:?}")),
-                Some(_) => {}
-            },
-            _ = ticks.tick(), if checkpoint_every.is_some() => {
-                let leases: Vec<String> = running.lock().unwrap().iter().cloned().collect();
-                for lease in leases {
-                    match handle.checkpoint(&lease, &next_checkpoint()).await {
-                        Err(KclError::LeaseLost { .. }) => stop(&lease, "checkpoint rejected".into()),
-                        Err(KclError::Shutdown) => return,
-                        _ => {}
+    while let Some(event) = events.recv().await {
+        match event {
+            LeaseEvent::Acquired(lease) => {
+                let key = lease.lease_key.clone();
+                timeline.record(&me, &key, Kind::Start { checkpoint: lease.checkpoint.clone() });
+                running.lock().unwrap().insert(key.clone());
+                if let Some(every) = checkpoint_every {
+                    let task = tokio::spawn(process_lease(
+                        handle.clone(),
+                        key.clone(),
+                        every,
+                        timeline.clone(),
+                        running.clone(),
+                    ));
+                    if let Some(old) = tasks.lock().unwrap().insert(key, task) {
+                        old.abort();
                     }
                 }
             }
+            LeaseEvent::HandoffRequested { lease_key } => {
+                stop(&me, &lease_key, "handoff requested", &timeline, &running, &tasks);
+                let (handle, timeline) = (handle.clone(), timeline.clone());
+                tokio::spawn(async move {
+                    let me = handle.worker_id();
+                    let final_checkpoint = next_checkpoint();
+                    let checkpointed = handle.checkpoint(&lease_key, &final_checkpoint).await.is_ok();
+                    if checkpointed {
+                        timeline.record(me, &lease_key, Kind::Final { checkpoint: final_checkpoint });
+                    }
+                    if handle.handoff_done(&lease_key).await.is_err() && checkpointed {
+                        timeline.record(me, &lease_key, Kind::FinalFailed);
+                    }
+                });
+            }
+            LeaseEvent::Lost { lease_key, reason } => {
+                stop(&me, &lease_key, &format!("lost: {reason:?}"), &timeline, &running, &tasks);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn stop(
+    me: &str,
+    lease: &str,
+    why: &str,
+    timeline: &Timeline,
+    running: &Mutex<HashSet<String>>,
+    tasks: &Mutex<HashMap<String, JoinHandle<()>>>,
+) {
+    if let Some(task) = tasks.lock().unwrap().remove(lease) {
+        task.abort();
+    }
+    if running.lock().unwrap().remove(lease) {
+        timeline.record(me, lease, Kind::Stop { why: why.to_owned() });
+    }
+}
+
+/// Processing one lease: checkpoint every `every` until the coordinator refuses.
+async fn process_lease(
+    handle: LeaseCoordinatorHandle,
+    lease: String,
+    every: Duration,
+    timeline: Arc<Timeline>,
+    running: Arc<Mutex<HashSet<String>>>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match handle.checkpoint(&lease, &next_checkpoint()).await {
+            Err(KclError::LeaseLost { .. }) => {
+                if running.lock().unwrap().remove(&lease) {
+                    timeline.record(handle.worker_id(), &lease, Kind::Stop { why: "checkpoint rejected".into() });
+                }
+                return;
+            }
+            Err(KclError::Shutdown) => return,
+            _ => {}
         }
     }
 }

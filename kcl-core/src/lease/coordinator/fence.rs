@@ -41,7 +41,7 @@ pub(crate) fn expire(shared: &Shared, state: &mut State, key: &str) {
     let Some(slot) = state.slots.get_mut(key) else { return };
     match slot.phase.clone() {
         Phase::Active | Phase::Draining => {
-            tracing::debug!(lease_key = %key, "could not renew in time; self-fencing");
+            tracing::debug!(lease_key = %key, "self-fencing");
             shared.remove_slot(state, key, LostReason::Expired);
         }
         Phase::Incoming { .. } => {

@@ -268,7 +268,18 @@ pub(crate) async fn maintain(shared: &Shared) {
                     tracing::debug!(%error, lease_key = %key, "could not clear an abandoned handoff yet");
                 }
             }
-            Some(false) => force_take(shared, &key, lock.generation).await,
+            Some(false) => {
+                // Heartbeat mode: the old owner must be fenced first, exactly as for an expired lease.
+                let from = match shared.state().slots.get(&key).map(|slot| slot.phase.clone()) {
+                    Some(Phase::Incoming { from, .. }) => from,
+                    _ => continue,
+                };
+                let heartbeat_mode = config.renewal_mode() == RenewalMode::WorkerHeartbeat;
+                if heartbeat_mode && !super::renewer::fence_heartbeat(shared, &from).await {
+                    continue;
+                }
+                force_take(shared, &key, lock.generation).await;
+            }
             None => {}
         }
     }

@@ -36,13 +36,22 @@
 //!   our request began at `W` (`H`). So its take is no earlier than `W + lease_duration`: a full safety margin after
 //!   our deadline. A renewal we could not confirm (timeout, transient error) is never counted; if it turns out to
 //!   have landed, it is dated from the start of the first unconfirmed attempt, which is earlier than the write.
+//!   Per-lease mode gets the rest from the store: the take is conditional on the counter our renewals move, so a
+//!   renewal that lands after the taker looked makes the take fail, and one that lands after the take fails itself.
+//!   Heartbeat mode has no such exclusion between a heartbeat and a lease, so the taker first **fences the
+//!   heartbeat**: a conditional write bumping it from the value it saw go stale. Success proves none of our renewals
+//!   landed since, and makes every later one fail its condition; a worker whose heartbeat renewal fails its
+//!   condition declares every lease lost at once (it cannot tell a fence from its own unseen write) and takes back,
+//!   through writes fenced per lease, those still its own. The fencer takes all the dead worker's expired leases,
+//!   since everyone else now sees its heartbeat move.
 //! * **Steal (graceful handoff).** The thief's `assign_for_handoff` is fenced on the counter our last write produced,
 //!   so it happens after `W`. The thief starts when we clear `checkpoint_owner` (after our processor stopped), or by
 //!   force: in per-lease mode `min(lease_duration, handoff_timeout)` after its steal completed — after
 //!   `W + min(…)`; in heartbeat mode only once our heartbeat is dead by the expiry rule above (while we are alive we
 //!   enforce `handoff_timeout` ourselves and then clear the right). If the thief dies mid-handoff, a third worker takes
 //!   only once both the thief and we count as dead (heartbeat mode) or the counter has been static for
-//!   `lease_duration` since the steal (per-lease mode).
+//!   `lease_duration` since the steal (per-lease mode). In heartbeat mode every forced take fences the old owner's
+//!   heartbeat first, as above.
 //!
 //! The `safety_margin` (default `lease_duration / 10`) is the time the pipeline has to act on `Lost`, and absorbs
 //! clock-rate differences between hosts. Leases stolen from a worker that is not this coordinator (Java KCL's plain

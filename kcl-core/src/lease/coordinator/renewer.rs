@@ -134,8 +134,11 @@ async fn renew_heartbeat(shared: &Shared) {
                 shared.metrics.renewal_failures.increment(1);
                 tries += 1;
                 if error.is_condition_failed() {
-                    // Our previous write may have landed unseen, or this is a restart: adopt what the store holds.
-                    // (A success still requires a write of our own, so this never extends validity by itself.)
+                    // Another worker fenced our heartbeat (it judged us dead and takes our leases), or an attempt of
+                    // ours landed unseen: we cannot tell which, so stop processing everything now. A later renewal
+                    // must never extend leases held before this point; leases still ours are adopted again through
+                    // writes fenced per lease. Then adopt the stored counter to heartbeat again.
+                    self_fence_all(shared);
                     match io::read(shared, "list_heartbeats", config.call_timeout(), || shared.store.list_heartbeats())
                         .await
                     {
@@ -156,4 +159,43 @@ async fn renew_heartbeat(shared: &Shared) {
             }
         }
     }
+}
+
+/// Heartbeat mode: declares every lease lost at once (our heartbeat was fenced, or may have been).
+fn self_fence_all(shared: &Shared) {
+    let mut state = shared.state();
+    let keys: Vec<String> = state.slots.keys().cloned().collect();
+    if !keys.is_empty() {
+        tracing::warn!(leases = keys.len(), "heartbeat condition failed (fenced by another worker?); self-fencing");
+    }
+    for key in keys {
+        super::fence::expire(shared, &mut state, &key);
+    }
+}
+
+/// Heartbeat mode: before taking leases of a worker judged dead, bump its heartbeat from the value we saw go stale.
+/// Success proves no renewal of that worker landed since, and makes every later one fail its condition, so the
+/// worker self-fences (see [`self_fence_all`]) and can never extend its validity past the renewal we saw. Returns
+/// whether the fence is in place.
+pub(crate) async fn fence_heartbeat(shared: &Shared, worker: &str) -> bool {
+    let Some(expected) = shared.state().view.heartbeat_of(worker) else { return false };
+    let config = &shared.config;
+    for attempt in 0..3 {
+        let result =
+            io::call("renew_heartbeat", config.call_timeout(), shared.store.renew_heartbeat(worker, expected)).await;
+        match result {
+            Ok(counter) => {
+                tracing::debug!(%worker, "fenced the heartbeat of a dead worker");
+                shared.state().view.record_fence(worker, counter);
+                return true;
+            }
+            // A retry meeting a changed heartbeat cannot tell our first attempt from a renewal: treat it as alive.
+            Err(error) if error.is_retryable() && attempt < 2 => tokio::time::sleep(io::backoff(shared, attempt)).await,
+            Err(error) => {
+                tracing::debug!(%error, %worker, "could not fence heartbeat; not taking its leases this cycle");
+                return false;
+            }
+        }
+    }
+    false
 }

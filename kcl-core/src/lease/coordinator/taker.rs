@@ -96,7 +96,21 @@ pub(crate) fn plan(leases: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Pl
     }
     if !expired.is_empty() {
         rng.shuffle(&mut expired);
-        return Plan { take: expired.into_iter().take(need).cloned().collect(), steal: Vec::new() };
+        let take = match mode {
+            RenewalMode::PerLease => expired.into_iter().take(need).cloned().collect(),
+            RenewalMode::WorkerHeartbeat => {
+                // Taking a dead worker's leases needs a fencing write on its heartbeat, which every other worker then
+                // sees as a change (and would wait another lease_duration). So the fencer takes all of them, up to
+                // max_leases_for_worker; rebalancing later moves some on through graceful handoffs.
+                let (owned, unowned): (Vec<&Lease>, Vec<&Lease>) =
+                    expired.into_iter().partition(|l| l.lease_owner.is_some());
+                let mut take: Vec<Lease> = unowned.into_iter().take(need).cloned().collect();
+                let room = config.max_leases_for_worker().map_or(usize::MAX, |max| max.saturating_sub(have));
+                take.extend(owned.into_iter().take(room.saturating_sub(take.len())).cloned());
+                take
+            }
+        };
+        return Plan { take, steal: Vec::new() };
     }
     let max_steal = config.max_leases_to_steal_at_one_time();
     if incoming_pending || max_steal == 0 {
@@ -181,6 +195,7 @@ pub(crate) async fn take_cycle(shared: &Shared) -> bool {
     }
     let Some(leases) = list_and_observe(shared).await else { return false };
     let me = shared.worker_id.as_str();
+    adopt_orphaned_handoffs(shared, &leases);
     if shared.config.assignment_poll_interval().is_none() {
         let owned = leases.iter().filter(|l| l.lease_owner.as_deref() == Some(me)).cloned().collect();
         super::handoff::reconcile(shared, owned).await;
@@ -202,14 +217,56 @@ pub(crate) async fn take_cycle(shared: &Shared) -> bool {
         plan(&leases, &input, &mut shared.rng())
     };
     let acted = !plan.take.is_empty() || !plan.steal.is_empty();
+    let fenced = fence_dead_workers(shared, &plan.take).await;
     for lease in plan.take {
-        take(shared, lease).await;
+        let workers = lease.lease_owner.iter().chain(lease.checkpoint_owner.iter());
+        if workers.clone().all(|w| fenced.contains(w.as_str())) {
+            take(shared, lease).await;
+        }
     }
     for lease in plan.steal {
         steal(shared, lease).await;
     }
     super::handoff::maintain(shared).await;
     acted
+}
+
+/// Finds leases another worker stole from us (checkpoint right ours) for which we hold no slot — we had dropped
+/// the lease (self-fenced) just before the steal, so nobody here will ever finish that handoff and the thief would
+/// wait for it. We are not processing them, so we clear the right, a safety margin from now (no earlier than a
+/// margin after the `Lost` we emitted), through the abandoned-handoff path.
+fn adopt_orphaned_handoffs(shared: &Shared, leases: &[Lease]) {
+    let me = shared.worker_id.as_str();
+    let mut state = shared.state();
+    let clear_at = Instant::now() + shared.config.safety_margin();
+    for lease in leases {
+        let Some(owner) = lease.lease_owner.as_deref() else { continue };
+        if lease.checkpoint_owner.as_deref() == Some(me) && owner != me && !state.slots.contains_key(&lease.lease_key) {
+            tracing::debug!(lease_key = %lease.lease_key, new_owner = %owner, "clearing an orphaned handoff");
+            let phase = Phase::Abandoned { to: owner.to_owned(), clear_at, deferred: None };
+            shared.insert_slot(&mut state, lease.clone(), phase, Instant::now());
+        }
+    }
+}
+
+/// Heartbeat mode: fences the heartbeat of every worker (owner or checkpoint owner) whose expired leases we are
+/// about to take; returns those fenced. Per-lease mode needs no fence: the take itself is conditional on the counter
+/// the owner's renewals move.
+async fn fence_dead_workers(shared: &Shared, leases: &[Lease]) -> HashSet<String> {
+    let mut fenced = HashSet::new();
+    if shared.config.renewal_mode() != RenewalMode::WorkerHeartbeat {
+        return leases.iter().flat_map(|l| l.lease_owner.iter().chain(l.checkpoint_owner.iter())).cloned().collect();
+    }
+    let workers: HashSet<&String> =
+        leases.iter().flat_map(|l| l.lease_owner.iter().chain(l.checkpoint_owner.iter())).collect();
+    for worker in workers {
+        // A lease whose checkpoint owner is this worker without a slot here (say, after a restart) is not being
+        // processed here: no fence needed, and fencing ourselves would drop every lease we hold.
+        if *worker == shared.worker_id || super::renewer::fence_heartbeat(shared, worker).await {
+            fenced.insert(worker.clone());
+        }
+    }
+    fenced
 }
 
 async fn take(shared: &Shared, lease: Lease) {

@@ -168,3 +168,31 @@ fn heartbeat_mode_counts_workers_before_they_own_anything() {
     case.view.observe_heartbeats(&heartbeats, &case.leases, case.now);
     assert_eq!(case.plan().take.len(), 4, "12 leases over 3 live heartbeats");
 }
+
+#[test]
+fn heartbeat_mode_takes_every_expired_lease_of_a_dead_worker() {
+    let mut spec = owners(4, "a");
+    spec.extend(owners(4, "dead"));
+    let mut case = Case::new(&spec, RenewalMode::WorkerHeartbeat);
+    let hb = |a: u64, dead: u64| {
+        vec![
+            WorkerHeartbeat { worker_id: "a".into(), counter: a },
+            WorkerHeartbeat { worker_id: "dead".into(), counter: dead },
+        ]
+    };
+    case.view.observe_heartbeats(&hb(1, 1), &case.leases, case.now);
+    case.now += LD * 2;
+    case.view.observe_heartbeats(&hb(2, 1), &case.leases, case.now - LD / 2);
+    // 8 leases over {a, me}: target 4, and "dead"'s 4 leases are expired; all go to whoever fences it.
+    let plan = case.plan();
+    assert_eq!(plan.take.len(), 4);
+    assert!(plan.take.iter().all(|l| l.lease_owner.as_deref() == Some("dead")));
+    // With a cap, only up to max_leases_for_worker.
+    case.config = LeaseCoordinatorConfig::builder()
+        .lease_duration(LD)
+        .renewal_mode(RenewalMode::WorkerHeartbeat)
+        .max_leases_for_worker(3)
+        .build()
+        .unwrap();
+    assert_eq!(case.plan().take.len(), 3);
+}

@@ -89,6 +89,23 @@ impl FleetView {
         }
     }
 
+    /// Heartbeat mode: the heartbeat counter last seen for `worker` (`Some(None)`: it had none); `None` before
+    /// heartbeats were listed once.
+    pub(crate) fn heartbeat_of(&self, worker: &str) -> Option<Option<u64>> {
+        self.heartbeats_known.then(|| self.heartbeats.get(worker).map(|seen| seen.counter))
+    }
+
+    /// Records our own fencing write on a dead worker's heartbeat: the new value is ours, not a sign of life, so
+    /// the worker stays dead in this view.
+    pub(crate) fn record_fence(&mut self, worker: &str, counter: u64) {
+        let since =
+            self.heartbeats.get(worker).map(|seen| seen.changed_at).or(self.missing_heartbeat.get(worker).copied());
+        if let Some(changed_at) = since {
+            self.heartbeats.insert(worker.to_owned(), Seen { counter, changed_at });
+            self.missing_heartbeat.remove(worker);
+        }
+    }
+
     /// Heartbeat mode: workers whose heartbeat changed within `lease_duration`.
     pub(crate) fn live_heartbeats(&self, now: Instant, lease_duration: Duration) -> impl Iterator<Item = &str> {
         self.heartbeats
