@@ -22,6 +22,7 @@ use crate::types::InitialPosition;
 /// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
 /// | [`polling_config`](Self::polling_config) | [`PollingConfig::default`] (10000 records, 1.5 s idle) | `PollingConfig` |
 /// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
+/// | [`finished_lease_grace`](Self::finished_lease_grace) | 5 min | `completedLeaseCleanupIntervalMillis` (5 min) |
 /// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
 /// | [`retry_backoff`](Self::retry_backoff) | 500 ms doubling to 30 s, with jitter | `taskBackoffTimeMillis` (500 ms, fixed) |
 /// | [`call_process_records_even_for_empty`](Self::call_process_records_even_for_empty) | `false` | same name |
@@ -38,6 +39,7 @@ pub struct WorkerBuilder<F> {
     pub(super) lease_config: LeaseCoordinatorConfig,
     pub(super) polling_config: PollingConfig,
     pub(super) shard_sync_interval: Duration,
+    pub(super) finished_lease_grace: Duration,
     pub(super) parent_poll_interval: Duration,
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
@@ -59,6 +61,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             lease_config: LeaseCoordinatorConfig::default(),
             polling_config: PollingConfig::default(),
             shard_sync_interval: Duration::from_secs(60),
+            finished_lease_grace: Duration::from_secs(300),
             parent_poll_interval: Duration::from_secs(1),
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
@@ -126,6 +129,13 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// How often the sync leader lists shards to find new ones (shard ends create child leases at once anyway).
     pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
         self.shard_sync_interval = interval;
+        self
+    }
+
+    /// How long the lease of a finished shard (at `SHARD_END`, children started) is kept before the sync leader
+    /// deletes it.
+    pub fn finished_lease_grace(mut self, grace: Duration) -> Self {
+        self.finished_lease_grace = grace;
         self
     }
 
@@ -202,6 +212,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             initial_position: self.initial_position,
             lease_config: self.lease_config,
             shard_sync_interval: self.shard_sync_interval,
+            finished_lease_grace: self.finished_lease_grace,
             parent_poll_interval: self.parent_poll_interval,
             retry_base: self.retry_base,
             retry_cap: self.retry_cap,

@@ -49,7 +49,7 @@ pub use builder::WorkerBuilder;
 use control::CoordinatorControl;
 
 use crate::KclError;
-use crate::discover::{ShardLister, ShardSyncConfig, ShardSyncer};
+use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
 use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason, StopSignal};
@@ -80,6 +80,7 @@ pub(crate) struct Parts<F> {
     initial_position: InitialPosition,
     lease_config: LeaseCoordinatorConfig,
     shard_sync_interval: Duration,
+    finished_lease_grace: Duration,
     parent_poll_interval: Duration,
     retry_base: Duration,
     retry_cap: Duration,
@@ -161,7 +162,8 @@ impl<F: ProcessorFactory> Worker<F> {
             control: Arc::new(CoordinatorControl(coordinator.clone())),
             syncer: syncer.clone(),
         });
-        let sync_task = tokio::spawn(sync_loop(syncer, p.worker_id.clone()).in_current_span());
+        let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
+        let sync_task = tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone()).in_current_span());
 
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
@@ -310,17 +312,30 @@ async fn handoff_done(coordinator: &LeaseCoordinatorHandle, lease_key: &str) {
 }
 
 /// Syncs shards when this worker is the sync leader (every worker is, while no lease has an owner: a fleet starting
-/// up), then again after each jittered interval; a failed sync is retried after a second.
-async fn sync_loop(syncer: Arc<ShardSyncer>, worker_id: String) {
+/// up), then again after each jittered interval; a failed sync is retried after a second. After each sync the leader
+/// deletes leases of shards that finished (and whose children started) at least `finished_lease_grace` ago. The
+/// children are known from the leases' `childShardIds`, so no extra `ListShards` call is needed.
+async fn sync_loop(syncer: Arc<ShardSyncer>, mut cleaner: LeaseCleaner, worker_id: String) {
     loop {
         let delay = match syncer.sync_if_leader(&worker_id).await {
             Ok(report) => {
-                if let Some(report) = report.filter(|r| !r.created.is_empty()) {
+                if let Some(report) = &report
+                    && !report.created.is_empty()
+                {
                     tracing::info!(
                         created = report.created.len(),
                         shards = report.shards_listed,
                         "shard sync created leases"
                     );
+                }
+                if report.is_some() {
+                    match cleaner.run(&[]).await {
+                        Ok(deleted) if !deleted.is_empty() => {
+                            tracing::info!(deleted = deleted.len(), "deleted the leases of finished shards");
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "lease cleanup failed; will retry after the next sync"),
+                    }
                 }
                 syncer.next_sync_delay()
             }

@@ -52,17 +52,21 @@ pub(crate) struct PlanInput<'a> {
 }
 
 /// Decides what to take and steal. Pure, so it is tested without a store.
-pub(crate) fn plan(leases: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Plan {
+pub(crate) fn plan(listing: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Plan {
     let PlanInput { me, mine, my_count, incoming_pending, config, view, now } = *input;
     let ld = config.lease_duration();
     let mode = config.renewal_mode();
+    // A finished shard (checkpoint SHARD_END) needs no worker: the pipeline releases it and cleanup deletes it. It
+    // is neither taken nor counted toward anyone's share (Java KCL keeps taking and renewing such leases until
+    // cleanup, which skews the balance after every reshard).
+    let leases: Vec<&Lease> = listing.iter().filter(|l| !l.checkpoint.is_shard_end()).collect();
     if leases.is_empty() {
         return Plan::default();
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     let mut expired = Vec::new();
     let mut orphans = 0;
-    for lease in leases {
+    for &lease in &leases {
         let owner = lease.lease_owner.as_deref();
         if owner == Some(me) {
             // Ours in the store but no slot: the poller adopts these; count them so we do not overshoot.
@@ -137,7 +141,7 @@ pub(crate) fn plan(leases: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Pl
         return Plan::default();
     }
     let mut candidates: Vec<&Lease> = leases
-        .iter()
+        .into_iter()
         .filter(|l| {
             l.lease_owner.as_deref() == Some(*victim)
                 && l.checkpoint_owner.is_none()

@@ -196,3 +196,20 @@ fn heartbeat_mode_takes_every_expired_lease_of_a_dead_worker() {
         .unwrap();
     assert_eq!(case.plan().take.len(), 3);
 }
+
+#[test]
+fn finished_leases_are_neither_taken_nor_counted() {
+    // 4 live leases held by "a" and 8 finished ones (SHARD_END), some unowned, some still owned by "a".
+    let mut spec = owners(4, "a");
+    spec.extend(owners(4, ""));
+    spec.extend(owners(4, "a"));
+    let mut case = Case::new(&spec, RenewalMode::PerLease);
+    for lease in case.leases.iter_mut().skip(4) {
+        lease.checkpoint = ExtendedSequenceNumber::ShardEnd;
+    }
+    let plan = case.plan();
+    assert!(plan.take.is_empty(), "finished leases must not be taken: {:?}", plan.take);
+    // Balance counts only the 4 live leases: target 2 for {a, me}, so one steal of a live lease.
+    assert_eq!(plan.steal.len(), 1);
+    assert!(!plan.steal[0].checkpoint.is_shard_end());
+}
