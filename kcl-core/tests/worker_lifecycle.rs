@@ -84,3 +84,50 @@ async fn finished_leases_are_released_then_deleted() {
         task.await.unwrap().unwrap();
     }
 }
+
+#[test]
+fn the_builder_explains_bad_configuration() {
+    let stream = MemoryStream::new("config", 1);
+    let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::new());
+    let factory = |_: &str| Collect(Arc::default());
+    let base = || {
+        Worker::builder(stream.name().clone(), "app")
+            .record_source(Arc::new(stream.clone()))
+            .shard_lister(Arc::new(stream.clone()))
+            .lease_store(store.clone())
+            .processor_factory(factory)
+    };
+    assert!(base().build().is_ok());
+    let message = |result: Result<Worker<_>, kcl_core::KclError>| match result {
+        Err(kcl_core::KclError::InvalidConfig(message)) => message,
+        Err(other) => panic!("expected InvalidConfig, got {other}"),
+        Ok(_) => panic!("expected an error"),
+    };
+    assert!(message(Worker::builder("", "app").processor_factory(factory).build()).contains("stream"));
+    assert!(message(base().worker_id("").build()).contains("worker_id"));
+    assert!(message(base().retry_backoff(Duration::from_secs(2), Duration::from_secs(1)).build()).contains("retry"));
+    assert!(
+        message(
+            Worker::builder("s", "app")
+                .record_source(Arc::new(stream.clone()))
+                .shard_lister(Arc::new(stream.clone()))
+                .processor_factory(factory)
+                .build()
+        )
+        .contains("lease store")
+    );
+    assert!(
+        message(Worker::builder("s", "app").lease_store(store.clone()).processor_factory(factory).build())
+            .contains("kinesis_client")
+    );
+    assert!(
+        message(
+            Worker::builder("s", "app")
+                .record_source(Arc::new(stream.clone()))
+                .lease_store(store.clone())
+                .processor_factory(factory)
+                .build()
+        )
+        .contains("shard_lister")
+    );
+}

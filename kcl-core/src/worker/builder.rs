@@ -89,6 +89,13 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Reads Kinesis through a client built from shared AWS configuration (region, credentials, retry and timeout
+    /// settings, `endpoint_url` for local emulators), as `aws_config::defaults(BehaviorVersion::latest()).load()`
+    /// returns it. Same as [`kinesis_client`](Self::kinesis_client) with `aws_sdk_kinesis::Client::new(config)`.
+    pub fn sdk_config(self, config: &aws_types::SdkConfig) -> Self {
+        self.kinesis_client(aws_sdk_kinesis::Client::new(config))
+    }
+
     /// A custom record source (for example the in-memory stream, or enhanced fan-out). Needs
     /// [`shard_lister`](Self::shard_lister) too.
     pub fn record_source(mut self, source: Arc<dyn RecordSource>) -> Self {
