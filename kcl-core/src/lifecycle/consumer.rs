@@ -251,6 +251,9 @@ impl ShardConsumer {
                     skip_through = None;
                 }
             }
+            // Permitted before processing so the processor can checkpoint inside the batch; taken back below if the
+            // batch is never processed.
+            let permitted_before = checkpointer.largest_permitted().cloned();
             if let Some(last) = records.last() {
                 checkpointer.set_largest_permitted(last.extended_sequence_number());
             }
@@ -261,7 +264,9 @@ impl ShardConsumer {
                 let processed: Result<(), Stopped> =
                     until_ok!("process_records", cfg, stop, processor.process_records(&batch, checkpointer));
                 if processed.is_err() {
-                    // Stopped while retrying a failed batch: it stays unprocessed and uncheckpointed.
+                    // Stopped while retrying a failed batch: it stays unprocessed and uncheckpointed, also by the
+                    // `checkpoint()` a processor typically makes in `shutdown_requested`.
+                    checkpointer.revoke_unprocessed(permitted_before);
                     return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
                 }
                 metrics::counter!("kcl_records_processed_total", "stream" => cfg.stream.to_string())

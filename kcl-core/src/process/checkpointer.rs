@@ -75,6 +75,19 @@ impl Checkpointer {
         }
     }
 
+    /// Takes back the permission for a batch that was handed to the processor but never processed (its
+    /// `process_records` kept failing until the consumer was stopped): the newest permitted position becomes
+    /// `previous` (what was permitted before that batch), or the last checkpoint if the processor checkpointed
+    /// further inside the batch before failing. A [`checkpoint`](Self::checkpoint) in `shutdown_requested` then stays
+    /// before the unprocessed records instead of skipping them.
+    pub(crate) fn revoke_unprocessed(&mut self, previous: Option<ExtendedSequenceNumber>) {
+        let checkpointed = self.last_checkpoint.sequence_number().map(|_| self.last_checkpoint.clone());
+        self.largest_permitted = match (previous, checkpointed) {
+            (Some(previous), Some(checkpointed)) => Some(previous.max(checkpointed)),
+            (previous, checkpointed) => previous.or(checkpointed),
+        };
+    }
+
     /// Checkpoints everything delivered so far (the last record of the last batch).
     pub async fn checkpoint(&mut self) -> Result<(), KclError> {
         match self.largest_permitted.clone() {
@@ -200,6 +213,35 @@ mod tests {
         checkpointer.checkpoint().await.unwrap();
         assert_eq!(*sink.written.lock().unwrap(), vec![pos(7, 0), pos(10, 2)]);
         assert_eq!(checkpointer.last_checkpoint(), &pos(10, 2));
+    }
+
+    #[tokio::test]
+    async fn revoking_an_unprocessed_batch_keeps_checkpoints_before_it() {
+        let sink = Arc::new(RecordingSink::default());
+        let mut checkpointer = Checkpointer::new("shard-0", sink.clone(), ExtendedSequenceNumber::TrimHorizon);
+        // Nothing processed before the failed batch: nothing may be checkpointed.
+        checkpointer.set_largest_permitted(pos(10, 0));
+        checkpointer.revoke_unprocessed(None);
+        checkpointer.checkpoint().await.unwrap();
+        assert!(matches!(checkpointer.checkpoint_at(pos(10, 0)).await, Err(KclError::InvalidCheckpoint(_))));
+        assert!(sink.written.lock().unwrap().is_empty());
+
+        // Processed through 10; the batch 11..=20 failed: a checkpoint stays at 10.
+        checkpointer.set_largest_permitted(pos(10, 0));
+        checkpointer.checkpoint().await.unwrap();
+        checkpointer.set_largest_permitted(pos(20, 0));
+        checkpointer.revoke_unprocessed(Some(pos(10, 0)));
+        checkpointer.checkpoint().await.unwrap();
+        assert_eq!(checkpointer.largest_permitted(), Some(&pos(10, 0)));
+
+        // The processor checkpointed 25 inside the batch 21..=30 before failing: what it checkpointed stands, and
+        // nothing goes backwards.
+        checkpointer.set_largest_permitted(pos(30, 0));
+        checkpointer.checkpoint_at(pos(25, 0)).await.unwrap();
+        checkpointer.revoke_unprocessed(Some(pos(20, 0)));
+        assert_eq!(checkpointer.largest_permitted(), Some(&pos(25, 0)));
+        checkpointer.checkpoint().await.unwrap();
+        assert_eq!(*sink.written.lock().unwrap(), vec![pos(10, 0), pos(25, 0)]);
     }
 
     #[tokio::test]
