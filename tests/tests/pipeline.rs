@@ -388,8 +388,8 @@ async fn restart_resumes_exactly_after_the_checkpoint_even_inside_an_aggregate()
             let after: Written = written.iter().map(|(s, r)| (s.clone(), r[targets[s] + 1..].to_vec())).collect();
             let journal = Journal::new();
             let plan = Plan::default();
-            // The leases are still owned by the stopped fleet's last worker: see `Settings::without_stealing`.
-            let settings = settings.without_stealing();
+            // The leases are still owned by the stopped fleet's last worker: the new fleet steals or takes them
+            // (a lease stolen from a stopped owner is taken by force once the handoff times out).
             let fleet =
                 Fleet::start(&env, &Fleet::ids("restart-b", 2), &settings, |id| journal.factory(id, &plan)).await;
             eventually("every record after the checkpoints to be processed", PATIENCE, || async {

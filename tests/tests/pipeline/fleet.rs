@@ -110,22 +110,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The same settings with 2 s leases and stealing turned off: workers only take unowned or expired leases.
-    ///
-    /// Needed where a new fleet meets leases still owned by workers that have stopped: a newcomer cannot yet tell
-    /// that such an owner is dead, and a lease stolen from a dead owner in per-lease mode is never taken by force
-    /// (the thief's `Incoming` slot self-fences at `steal + min(lease_duration, handoff_timeout) - safety_margin`,
-    /// before the forced take at `steal + min(lease_duration, handoff_timeout)`, and the assignment poll re-adopts it
-    /// with a fresh `since`, forever). A coordinator bug, reported; remove this when it is fixed.
-    pub fn without_stealing(mut self) -> Self {
-        self.lease_config = LeaseCoordinatorConfig::builder()
-            .lease_duration(Duration::from_secs(2))
-            .max_leases_to_steal_at_one_time(0)
-            .build()
-            .expect("lease config");
-        self
-    }
-
     /// The same settings with another `GetRecords` limit (small limits make many batches per shard).
     pub fn max_records(mut self, max_records: usize) -> Self {
         self.polling.max_records = max_records;

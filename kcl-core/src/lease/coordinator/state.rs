@@ -187,7 +187,11 @@ impl Shared {
         };
         let mode_deadline = mode_deadline.checked_sub(config.safety_margin()).unwrap_or(slot.written_at);
         match &slot.phase {
-            Phase::Active | Phase::Draining | Phase::Incoming { .. } => Some(mode_deadline),
+            Phase::Active | Phase::Draining => Some(mode_deadline),
+            // Not processed yet (no `Acquired`), so there is nothing to fence. A deadline here would also drop the
+            // slot a safety margin before `handoff::maintain` forces the take of a lease stolen from an owner that
+            // has stopped, and the assignment poll would re-adopt it with a fresh start: that shard stalled forever.
+            Phase::Incoming { .. } => None,
             Phase::Outgoing { noticed, .. } => Some(mode_deadline.min(*noticed + config.handoff_timeout())),
             Phase::Abandoned { .. } => None,
         }
