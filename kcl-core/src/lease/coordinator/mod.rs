@@ -29,7 +29,10 @@
 //! owned again within `lease_duration + take_interval` of the crash (plus a listing and a write), where waiting for
 //! the regular tick gave up to `lease_duration + 2 × take_interval + renewal_interval`. The extra cycle cannot spin:
 //! its instant is strictly in the future, and the listing it triggers either finds the lease expired (the instant
-//! is then past) or sees it change and dates it afresh, `lease_duration` later. In a healthy fleet every listing
+//! is then past) or sees it change and dates it afresh, `lease_duration` later. Survivors of a crash reach the
+//! same expired leases at about the same moment, so a take may lose its race; the loser lists again at once (the
+//! rest of its share is still expired, and no expiry instant is left to bring it back before the regular tick).
+//! That is bounded too: each lost race is a lease that just changed hands. In a healthy fleet every listing
 //! sees every owner's renewal, so with the default `take_interval` (2 × `lease_duration`) a worker lists about once
 //! per `lease_duration + ε` instead of once per take interval: the table below counts that. Safety is unchanged:
 //! the extra cycle applies exactly the same expiry rule, only sooner after it became true.

@@ -236,16 +236,24 @@ pub(crate) async fn take_cycle(shared: &Shared) -> Option<Instant> {
         (plan(&leases, &input, &mut shared.rng()), next_expiry(&leases, &input))
     };
     let fenced = fence_dead_workers(shared, &plan.take).await;
+    let mut lost_race = false;
     for lease in plan.take {
         let workers = lease.lease_owner.iter().chain(lease.checkpoint_owner.iter());
         if workers.clone().all(|w| fenced.contains(w.as_str())) {
-            take(shared, lease).await;
+            lost_race |= !take(shared, lease).await;
         }
     }
     for lease in plan.steal {
         steal(shared, lease).await;
     }
     super::handoff::maintain(shared).await;
+    if lost_race {
+        // Another worker took a lease we planned to take (survivors of a crash all go for the same expired leases
+        // at about the same moment). The rest of our share is still expired, and no future expiry instant would
+        // bring us back before the regular tick: look again now. Bounded: each lost race is a lease that just
+        // changed hands, which the next listing no longer counts as expired.
+        return Some(Instant::now());
+    }
     expiry
 }
 
@@ -287,7 +295,8 @@ async fn fence_dead_workers(shared: &Shared, leases: &[Lease]) -> HashSet<String
     fenced
 }
 
-async fn take(shared: &Shared, lease: Lease) {
+/// Takes an expired lease. Returns `false` when the take's condition failed: someone else wrote the lease first.
+async fn take(shared: &Shared, lease: Lease) -> bool {
     let me = shared.worker_id.as_str();
     let key = lease.lease_key.as_str();
     let expected = lease.lease_counter;
@@ -305,15 +314,19 @@ async fn take(shared: &Shared, lease: Lease) {
             tracing::debug!(lease_key = %key, previous_owner = ?lease.lease_owner, "took expired lease");
             shared.metrics.taken.increment(1);
             let mut state = shared.state();
-            if state.stopping || state.slots.contains_key(key) {
-                return;
+            if !state.stopping && !state.slots.contains_key(key) {
+                shared.insert_slot(&mut state, written.value, Phase::Active, written.started);
             }
-            shared.insert_slot(&mut state, written.value, Phase::Active, written.started);
+            true
         }
         Err(error) if error.is_condition_failed() => {
             tracing::debug!(lease_key = %key, "lost the race to take a lease");
+            false
         }
-        Err(error) => tracing::warn!(%error, lease_key = %key, "could not take lease"),
+        Err(error) => {
+            tracing::warn!(%error, lease_key = %key, "could not take lease");
+            true
+        }
     }
 }
 
