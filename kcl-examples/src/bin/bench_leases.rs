@@ -7,11 +7,14 @@
 //! * graceful handoff: a worker shuts down; time until all its leases are acquired by others.
 //!
 //! Output is one `name: value unit` line per figure. The store is anything implementing `LeaseStore` plus a closure
-//! returning its request counts (see [`Backend`]), so a DynamoDB-backed store can be plugged in next to the memory
-//! one.
+//! returning its request counts (see [`Backend`]): the in-memory store by default, or `DynamoLeaseStore` on a fresh
+//! table per mode (deleted afterwards) with `--dynamodb-endpoint URL` (or `KCL_TEST_DYNAMODB_ENDPOINT`), where the
+//! counts are DynamoDB data-plane requests (both tables in heartbeat mode).
 //!
 //! ```text
 //! cargo run --release -p kcl-examples --bin bench_leases -- --seconds 20
+//! cargo run -q -p kcl-tests --bin emulators -- run -- \
+//!     bash -c 'cargo run -p kcl-examples --bin bench_leases -- --seconds 60 --dynamodb-endpoint "$KCL_TEST_DYNAMODB_ENDPOINT"'
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +27,7 @@ use kcl_core::lease::{
     Lease, LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent, LeaseStore, MemoryLeaseStore,
     RenewalMode, RequestCounts,
 };
+use kcl_dynamo_lease::DynamoLeaseStore;
 use tokio::time::Instant;
 
 #[derive(Parser, Debug)]
@@ -44,6 +48,9 @@ struct Args {
     /// Run only this mode (default: both).
     #[arg(long, value_enum)]
     mode: Option<Mode>,
+    /// Run on `DynamoLeaseStore` against this DynamoDB endpoint (DynamoDB Local) instead of the in-memory store.
+    #[arg(long, env = "KCL_TEST_DYNAMODB_ENDPOINT")]
+    dynamodb_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,6 +86,50 @@ fn memory_backend() -> Backend {
     let memory = Arc::new(MemoryLeaseStore::new());
     let counted = memory.clone();
     Backend { name: "memory".to_owned(), store: memory, counts: Arc::new(move || counted.request_counts()) }
+}
+
+/// `DynamoLeaseStore` on a fresh table (heartbeat table too in heartbeat mode) at a local endpoint, and a closure
+/// that deletes the tables.
+async fn dynamo_backend(endpoint: &str, mode: Mode) -> Result<(Backend, Cleanup), Box<dyn std::error::Error>> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        // DynamoDB Local checks only that a signature is present.
+        let credentials = aws_credential_types::Credentials::new("LOCAL", "LOCAL", None, None, "bench_leases");
+        loader = loader.credentials_provider(credentials).region(aws_config::Region::new("us-east-1"));
+    }
+    let base = loader.load().await;
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&base).endpoint_url(endpoint).build(),
+    );
+    let nonce: u32 = rand::random();
+    let table = format!("bench-leases-{}-{}-{nonce:08x}", mode.name().replace('_', "-"), std::process::id());
+    let store =
+        DynamoLeaseStore::builder(client.clone(), table).worker_heartbeats(mode == Mode::Heartbeat).build().await?;
+    let store = Arc::new(store);
+    let tables: Vec<String> =
+        [Some(store.table_name()), store.heartbeat_table_name()].into_iter().flatten().map(str::to_owned).collect();
+    let counted = store.clone();
+    let backend = Backend { name: "dynamodb".to_owned(), store, counts: Arc::new(move || counted.request_counts()) };
+    let cleanup = Cleanup { client: Some(client), tables };
+    Ok((backend, cleanup))
+}
+
+/// Tables to delete after a run.
+#[derive(Default)]
+struct Cleanup {
+    client: Option<aws_sdk_dynamodb::Client>,
+    tables: Vec<String>,
+}
+
+impl Cleanup {
+    async fn run(self) {
+        let Some(client) = self.client else { return };
+        for table in self.tables {
+            if let Err(error) = client.delete_table().table_name(&table).send().await {
+                eprintln!("could not delete table {table}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(error));
+            }
+        }
+    }
 }
 
 /// Who acquired which lease when, across the fleet.
@@ -156,7 +207,8 @@ fn print_time(name: &str, value: Option<Duration>) {
     }
 }
 
-async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the scenario; returns the steady-state writes per lease-hour.
+async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn std::error::Error>> {
     let prefix = format!("{}.{}", backend.name, mode.name());
     let config = LeaseCoordinatorConfig::builder()
         .lease_duration(Duration::from_millis(args.lease_duration_ms))
@@ -191,7 +243,8 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<(), Box<dyn st
     tokio::time::sleep(window).await;
     let after = (backend.counts)();
     let lease_hours = args.leases as f64 * window.as_secs_f64() / 3600.0;
-    print(&format!("{prefix}.writes_per_lease_hour"), (after.writes - before.writes) as f64 / lease_hours, "writes");
+    let writes_per_lease_hour = (after.writes - before.writes) as f64 / lease_hours;
+    print(&format!("{prefix}.writes_per_lease_hour"), writes_per_lease_hour, "writes");
     print(&format!("{prefix}.reads_per_lease_hour"), (after.reads - before.reads) as f64 / lease_hours, "reads");
     print(&format!("{prefix}.balanced_after_window"), f64::from(u8::from(fleet.balanced())), "bool");
 
@@ -216,7 +269,7 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<(), Box<dyn st
     for handle in fleet.handles.values() {
         handle.shutdown().await?;
     }
-    Ok(())
+    Ok(writes_per_lease_hour)
 }
 
 #[tokio::main]
@@ -233,9 +286,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(mode) => vec![mode],
         None => vec![Mode::PerLease, Mode::Heartbeat],
     };
+    let mut writes = Vec::new();
     for mode in modes {
         // Another store plugs in here: any `Backend { store, counts }`, fresh (empty) for each run.
-        run(memory_backend(), mode, &args).await?;
+        let (backend, cleanup) = match &args.dynamodb_endpoint {
+            Some(endpoint) => dynamo_backend(endpoint, mode).await?,
+            None => (memory_backend(), Cleanup::default()),
+        };
+        let name = backend.name.clone();
+        let result = run(backend, mode, &args).await;
+        cleanup.run().await;
+        writes.push((name, mode, result?));
+    }
+    if let [(name, Mode::PerLease, per_lease), (_, Mode::Heartbeat, heartbeat)] = writes.as_slice() {
+        print(
+            &format!("{name}.write_ratio_per_lease_over_heartbeat"),
+            per_lease / heartbeat.max(f64::MIN_POSITIVE),
+            "x",
+        );
     }
     Ok(())
 }

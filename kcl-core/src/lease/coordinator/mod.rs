@@ -20,6 +20,23 @@
 //! has not changed for `lease_duration` (or the owner has had no heartbeat at all for `lease_duration` since first
 //! noticed) AND, during a handoff, the same holds for the checkpoint owner.
 //!
+//! # Failover time
+//! Each take cycle notes the earliest future instant at which a lease of another worker would expire by this rule
+//! if nothing changes (`lease_duration` after its counter, or in heartbeat mode its owners' heartbeats, were last
+//! seen to change), and the take loop runs its next cycle then if that comes before the regular tick (one take
+//! interval after the last cycle). A worker that crashes at `C` renewed last at `T0 ≤ C`; a survivor's next listing
+//! sees that value at `T1 ≤ T0 + take_interval`, looks again at `T1 + lease_duration` and takes it: the leases are
+//! owned again within `lease_duration + take_interval` of the crash (plus a listing and a write), where waiting for
+//! the regular tick gave up to `lease_duration + 2 × take_interval + renewal_interval`. The extra cycle cannot spin:
+//! its instant is strictly in the future, and the listing it triggers either finds the lease expired (the instant
+//! is then past) or sees it change and dates it afresh, `lease_duration` later. Survivors of a crash reach the
+//! same expired leases at about the same moment, so a take may lose its race; the loser lists again at once (the
+//! rest of its share is still expired, and no expiry instant is left to bring it back before the regular tick).
+//! That is bounded too: each lost race is a lease that just changed hands. In a healthy fleet every listing
+//! sees every owner's renewal, so with the default `take_interval` (2 × `lease_duration`) a worker lists about once
+//! per `lease_duration + ε` instead of once per take interval: the table below counts that. Safety is unchanged:
+//! the extra cycle applies exactly the same expiry rule, only sooner after it became true.
+//!
 //! # Self-fencing, and why it is safe
 //! A worker declares a lease lost (emits `Lost`, refuses checkpoints) at its **deadline**:
 //!
@@ -62,10 +79,12 @@
 //!
 //! | | writes | reads |
 //! |---|---|---|
-//! | `PerLease` | `n × 1088` renewals (3308 ms interval) | 180 `list_leases` + 7200 `list_leases_by_owner` |
-//! | `WorkerHeartbeat` | 724 heartbeats (4975 ms interval) | 180 `list_leases` + 180 `list_heartbeats` + 7200 polls |
+//! | `PerLease` | `n × 1088` renewals (3308 ms interval) | ≤ 360 `list_leases` + 7200 `list_leases_by_owner` |
+//! | `WorkerHeartbeat` | 724 heartbeats (4975 ms interval) | ≤ 360 `list_leases` + ≤ 360 `list_heartbeats` + 7200 polls |
 //!
-//! plus a take or steal per lease that moves, a `get_lease` when a write meets a surprise, and checkpoints. With 20
+//! (the listings are 180 per hour at the regular take interval, doubled by the expiry-timed cycles of
+//! [Failover time](#failover-time) in a healthy fleet; each lists the whole table) plus a take or steal per lease
+//! that moves, a `get_lease` when a write meets a surprise, and checkpoints. With 20
 //! leases per worker heartbeat mode writes 30× less. Heartbeat mode renews every `lease_duration / 2 − ε` by default
 //! (per-lease mode keeps KCL's third): its single write is retried with backoff until the next tick, and the fencing
 //! deadline is `lease_duration − safety_margin` after the last success either way.
@@ -227,9 +246,16 @@ async fn take_loop(shared: Arc<Shared>) {
         tokio::time::sleep(config.renewal_interval().min(std::time::Duration::from_secs(1))).await;
     }
     loop {
-        taker::take_cycle(&shared).await;
+        // A regular tick one take interval after this cycle, or earlier when a lease we watch would expire before
+        // that: a survivor then takes a dead worker's lease `lease_duration` after first seeing its last renewal,
+        // not up to a take interval later. Each expiry instant is strictly in the future and is consumed by the
+        // cycle it causes (that cycle's listing either finds the lease expired, or sees it change and dates it
+        // afresh), so this never spins.
+        let expiry = taker::take_cycle(&shared).await;
+        let regular = Instant::now() + config.take_interval();
+        let wake = expiry.map_or(regular, |at| at.min(regular));
         tokio::select! {
-            () = tokio::time::sleep(config.take_interval()) => {}
+            () = tokio::time::sleep_until(wake) => {}
             () = shared.taker_wakeup.notified() => {}
         }
     }

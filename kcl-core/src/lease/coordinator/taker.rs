@@ -1,5 +1,6 @@
-//! The taker: every take interval, list the lease table, take expired leases, and steal (through a graceful
-//! handoff) toward an even share.
+//! The taker: every take interval (and as soon as a watched lease would expire, if earlier: see the coordinator's
+//! "Failover time"), list the lease table, take expired leases, and steal (through a graceful handoff) toward an
+//! even share.
 //!
 //! Balancing follows Java KCL's `DynamoDBLeaseTaker`: target = ⌈leases / workers⌉ (capped by
 //! `max_leases_for_worker`), where workers are this one plus every owner of an unexpired lease (plus, in heartbeat
@@ -186,25 +187,39 @@ pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
     Some(leases)
 }
 
-/// One take cycle. Returns whether it started a steal or took something.
-pub(crate) async fn take_cycle(shared: &Shared) -> bool {
+/// The earliest instant after `now` at which a lease of another worker in `listing` expires by the local-clock rule
+/// if nothing changes, so the take loop can look again right then instead of at its next regular tick.
+pub(crate) fn next_expiry(listing: &[Lease], input: &PlanInput<'_>) -> Option<Instant> {
+    let (mode, ld) = (input.config.renewal_mode(), input.config.lease_duration());
+    listing
+        .iter()
+        .filter(|l| !l.checkpoint.is_shard_end() && l.lease_owner.as_deref() != Some(input.me))
+        .filter(|l| !input.mine.contains(&l.lease_key))
+        .filter_map(|l| input.view.expires_at(l, mode, ld))
+        .filter(|at| *at > input.now)
+        .min()
+}
+
+/// One take cycle. Returns the next instant a watched lease expires (see [`next_expiry`]), if any; `None` when the
+/// listing failed or the coordinator is stopping.
+pub(crate) async fn take_cycle(shared: &Shared) -> Option<Instant> {
     let _cycle = shared.cycle.lock().await;
     {
         let state = shared.state();
         let no_heartbeat_yet =
             shared.config.renewal_mode() == RenewalMode::WorkerHeartbeat && state.heartbeat.renewed_at.is_none();
         if state.stopping || no_heartbeat_yet {
-            return false;
+            return None;
         }
     }
-    let Some(leases) = list_and_observe(shared).await else { return false };
+    let leases = list_and_observe(shared).await?;
     let me = shared.worker_id.as_str();
     adopt_orphaned_handoffs(shared, &leases);
     if shared.config.assignment_poll_interval().is_none() {
         let owned = leases.iter().filter(|l| l.lease_owner.as_deref() == Some(me)).cloned().collect();
         super::handoff::reconcile(shared, owned).await;
     }
-    let plan = {
+    let (plan, expiry) = {
         let state = shared.state();
         let mine: HashSet<String> = state.slots.keys().cloned().collect();
         let my_count = state.slots.values().filter(|s| s.phase.is_owned()).count();
@@ -218,21 +233,28 @@ pub(crate) async fn take_cycle(shared: &Shared) -> bool {
             view: &state.view,
             now: Instant::now(),
         };
-        plan(&leases, &input, &mut shared.rng())
+        (plan(&leases, &input, &mut shared.rng()), next_expiry(&leases, &input))
     };
-    let acted = !plan.take.is_empty() || !plan.steal.is_empty();
     let fenced = fence_dead_workers(shared, &plan.take).await;
+    let mut lost_race = false;
     for lease in plan.take {
         let workers = lease.lease_owner.iter().chain(lease.checkpoint_owner.iter());
         if workers.clone().all(|w| fenced.contains(w.as_str())) {
-            take(shared, lease).await;
+            lost_race |= !take(shared, lease).await;
         }
     }
     for lease in plan.steal {
         steal(shared, lease).await;
     }
     super::handoff::maintain(shared).await;
-    acted
+    if lost_race {
+        // Another worker took a lease we planned to take (survivors of a crash all go for the same expired leases
+        // at about the same moment). The rest of our share is still expired, and no future expiry instant would
+        // bring us back before the regular tick: look again now. Bounded: each lost race is a lease that just
+        // changed hands, which the next listing no longer counts as expired.
+        return Some(Instant::now());
+    }
+    expiry
 }
 
 /// Finds leases another worker stole from us (checkpoint right ours) for which we hold no slot — we had dropped
@@ -273,7 +295,8 @@ async fn fence_dead_workers(shared: &Shared, leases: &[Lease]) -> HashSet<String
     fenced
 }
 
-async fn take(shared: &Shared, lease: Lease) {
+/// Takes an expired lease. Returns `false` when the take's condition failed: someone else wrote the lease first.
+async fn take(shared: &Shared, lease: Lease) -> bool {
     let me = shared.worker_id.as_str();
     let key = lease.lease_key.as_str();
     let expected = lease.lease_counter;
@@ -291,15 +314,19 @@ async fn take(shared: &Shared, lease: Lease) {
             tracing::debug!(lease_key = %key, previous_owner = ?lease.lease_owner, "took expired lease");
             shared.metrics.taken.increment(1);
             let mut state = shared.state();
-            if state.stopping || state.slots.contains_key(key) {
-                return;
+            if !state.stopping && !state.slots.contains_key(key) {
+                shared.insert_slot(&mut state, written.value, Phase::Active, written.started);
             }
-            shared.insert_slot(&mut state, written.value, Phase::Active, written.started);
+            true
         }
         Err(error) if error.is_condition_failed() => {
             tracing::debug!(lease_key = %key, "lost the race to take a lease");
+            false
         }
-        Err(error) => tracing::warn!(%error, lease_key = %key, "could not take lease"),
+        Err(error) => {
+            tracing::warn!(%error, lease_key = %key, "could not take lease");
+            true
+        }
     }
 }
 

@@ -60,6 +60,32 @@ impl Case {
         };
         plan(&self.leases, &input, &mut Rng::seeded_for("test"))
     }
+
+    fn next_expiry(&self, now: Instant) -> Option<Instant> {
+        let input = PlanInput {
+            me: "me",
+            mine: &self.mine,
+            my_count: self.mine.len(),
+            incoming_pending: self.incoming_pending,
+            config: &self.config,
+            view: &self.view,
+            now,
+        };
+        next_expiry(&self.leases, &input)
+    }
+}
+
+#[test]
+fn next_expiry_is_the_earliest_future_expiry_of_another_workers_lease() {
+    let mut case = Case::new(&["me", "a", "b", ""], RenewalMode::PerLease);
+    let t0 = case.now;
+    // Lease b (shard-002) is seen renewed later: a's lease expires first. Ours and the unowned one never count.
+    case.leases[2].lease_counter = 2;
+    case.view.observe_leases(&case.leases, t0 + LD / 2);
+    assert_eq!(case.next_expiry(t0), Some(t0 + LD));
+    // Once a's instant has come, the next one is b's; after that nothing is pending (no busy loop).
+    assert_eq!(case.next_expiry(t0 + LD), Some(t0 + LD + LD / 2));
+    assert_eq!(case.next_expiry(t0 + LD * 2), None);
 }
 
 #[test]

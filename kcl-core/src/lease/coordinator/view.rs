@@ -114,6 +114,36 @@ impl FleetView {
             .map(|(worker, _)| worker.as_str())
     }
 
+    /// Heartbeat mode: when `worker` will count as dead by [`worker_dead`](Self::worker_dead) if its heartbeat
+    /// does not change; `None` while that cannot be told (heartbeats never listed, worker never noticed).
+    fn dead_at(&self, worker: &str, lease_duration: Duration) -> Option<Instant> {
+        if !self.heartbeats_known {
+            return None;
+        }
+        match self.heartbeats.get(worker) {
+            Some(seen) => Some(seen.changed_at + lease_duration),
+            None => self.missing_heartbeat.get(worker).map(|since| *since + lease_duration),
+        }
+    }
+
+    /// When [`is_expired`](Self::is_expired) will turn true for `lease` if nothing this worker observes changes:
+    /// the instant the taker should look again. `None` for an unowned lease (takeable now) and for one whose expiry
+    /// cannot be told yet (never observed). May be in the past (already expired).
+    pub(crate) fn expires_at(&self, lease: &Lease, mode: RenewalMode, lease_duration: Duration) -> Option<Instant> {
+        let owner = lease.lease_owner.as_deref()?;
+        let stale_at = self.leases.get(&lease.lease_key)?.changed_at + lease_duration;
+        match mode {
+            RenewalMode::PerLease => Some(stale_at),
+            RenewalMode::WorkerHeartbeat => {
+                let mut at = stale_at.max(self.dead_at(owner, lease_duration)?);
+                if let Some(checkpoint_owner) = lease.checkpoint_owner.as_deref() {
+                    at = at.max(self.dead_at(checkpoint_owner, lease_duration)?);
+                }
+                Some(at)
+            }
+        }
+    }
+
     /// Whether `lease` may be taken without the owner's consent.
     ///
     /// * Unowned: always.
@@ -216,6 +246,31 @@ mod tests {
         let mode = RenewalMode::WorkerHeartbeat;
         assert!(!view.is_expired(&in_handoff, mode, t0 + LD * 2, LD));
         assert!(view.is_expired(&in_handoff, mode, t0 + LD * 3, LD));
+    }
+
+    #[test]
+    fn expires_at_is_when_is_expired_turns_true() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut in_handoff = lease("b", Some("w1"), 4);
+        in_handoff.checkpoint_owner = Some("w2".to_owned());
+        let leases = [lease("a", Some("w1"), 3), in_handoff.clone(), lease("c", None, 0)];
+        let mut view = FleetView::default();
+        view.observe_leases(&leases, t0);
+        assert_eq!(view.expires_at(&leases[0], RenewalMode::PerLease, LD), Some(t0 + LD));
+        assert_eq!(view.expires_at(&leases[2], RenewalMode::PerLease, LD), None, "unowned: takeable now");
+        assert_eq!(view.expires_at(&lease("new", Some("w1"), 1), RenewalMode::PerLease, LD), None);
+        let mode = RenewalMode::WorkerHeartbeat;
+        assert_eq!(view.expires_at(&leases[0], mode, LD), None, "heartbeats not listed yet");
+        view.observe_heartbeats(&[hb("w1", 1), hb("w2", 1)], &leases, t0);
+        view.observe_heartbeats(&[hb("w1", 2), hb("w2", 1)], &leases, t0 + ms(300));
+        view.observe_heartbeats(&[hb("w1", 2), hb("w2", 2)], &leases, t0 + ms(700));
+        for (lease, at) in [(&leases[0], t0 + ms(300) + LD), (&in_handoff, t0 + ms(700) + LD)] {
+            let expires = view.expires_at(lease, mode, LD).unwrap();
+            assert_eq!(expires, at);
+            assert!(!view.is_expired(lease, mode, expires - ms(1), LD));
+            assert!(view.is_expired(lease, mode, expires, LD));
+        }
     }
 
     #[test]
