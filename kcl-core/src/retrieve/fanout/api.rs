@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 use aws_smithy_types::DateTime;
 use bytes::Bytes;
@@ -77,7 +78,7 @@ impl KinesisSubscribeApi {
 pub struct KinesisSubscription {
     receiver: aws_sdk_kinesis::primitives::event_stream::EventReceiver<
         SubscribeToShardEventStream,
-        aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+        SubscribeToShardEventStreamError,
     >,
 }
 
@@ -150,23 +151,36 @@ impl EventSubscription for KinesisSubscription {
     }
 }
 
-/// Event-stream errors carry no HTTP status, so they are classified by code (or transport failure) only.
-fn classify_stream_error<E, R>(error: &SdkError<E, R>) -> ApiError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
+/// Event-stream errors carry no HTTP status, and the modelled ones may carry no error code in their metadata, so
+/// they are classified by variant (or transport failure).
+fn classify_stream_error<R: std::fmt::Debug>(error: &SdkError<SubscribeToShardEventStreamError, R>) -> ApiError {
+    use SubscribeToShardEventStreamError as E;
     let message = aws_sdk_kinesis::error::DisplayErrorContext(error).to_string();
     let kind = match error {
         SdkError::TimeoutError(_) => ApiErrorKind::Timeout,
         SdkError::DispatchFailure(failure) if failure.is_timeout() => ApiErrorKind::Timeout,
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ApiErrorKind::Dispatch,
         SdkError::ConstructionFailure(_) => ApiErrorKind::InvalidArgument,
-        // An error event without a known code is most likely transient (the stream is reset, not the request wrong).
-        SdkError::ServiceError(service) => match classify_code(service.err().code(), 500) {
-            ApiErrorKind::Other => ApiErrorKind::ServerError,
-            kind => kind,
-        },
+        SdkError::ServiceError(service) => {
+            let code = match service.err() {
+                E::ResourceNotFoundException(_) => Some("ResourceNotFoundException"),
+                E::ResourceInUseException(_) => Some("ResourceInUseException"),
+                E::KmsDisabledException(_) => Some("KMSDisabledException"),
+                E::KmsInvalidStateException(_) => Some("KMSInvalidStateException"),
+                E::KmsAccessDeniedException(_) => Some("KMSAccessDeniedException"),
+                E::KmsNotFoundException(_) => Some("KMSNotFoundException"),
+                E::KmsOptInRequired(_) => Some("KMSOptInRequired"),
+                E::KmsThrottlingException(_) => Some("KMSThrottlingException"),
+                E::InternalFailureException(_) => Some("InternalFailureException"),
+                other => other.code(),
+            };
+            // An error event without a known code is most likely transient (the stream is reset, not the request
+            // wrong).
+            match classify_code(code, 500) {
+                ApiErrorKind::Other => ApiErrorKind::ServerError,
+                kind => kind,
+            }
+        }
         _ => ApiErrorKind::Other,
     };
     ApiError::new(kind, message)
@@ -219,4 +233,70 @@ fn convert(event: aws_sdk_kinesis::types::SubscribeToShardEvent) -> Result<FanOu
         millis_behind_latest: Some(u64::try_from(event.millis_behind_latest).unwrap_or(0)),
         child_shards,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kinesis::types::{ChildShard as SdkChild, HashKeyRange as SdkRange, Record, SubscribeToShardEvent};
+
+    use super::*;
+
+    fn record(seq: &str) -> Record {
+        let record = Record::builder()
+            .sequence_number(seq)
+            .data(aws_sdk_kinesis::primitives::Blob::new("payload"))
+            .partition_key("pk")
+            .build();
+        record.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_final_event_has_no_continuation_and_carries_the_children() {
+        let range = SdkRange::builder().starting_hash_key("0").ending_hash_key("99").build();
+        let child = SdkChild::builder()
+            .shard_id("shardId-000000000002")
+            .parent_shards("shardId-000000000000")
+            .hash_key_range(range.unwrap_or_else(|e| panic!("{e}")))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        // What the SDK hands over when ContinuationSequenceNumber is absent: an empty string.
+        let event = SubscribeToShardEvent::builder()
+            .records(record("17"))
+            .continuation_sequence_number("")
+            .millis_behind_latest(0)
+            .child_shards(child)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let converted = convert(event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(converted.continuation, None);
+        assert_eq!(converted.records.len(), 1);
+        assert_eq!(converted.child_shards.len(), 1);
+        assert_eq!(converted.child_shards[0].parent_shard_ids, vec!["shardId-000000000000".to_owned()]);
+    }
+
+    #[test]
+    fn bad_sequence_numbers_are_errors_not_panics() {
+        let event = SubscribeToShardEvent::builder()
+            .records(record("not-a-number"))
+            .continuation_sequence_number("18")
+            .millis_behind_latest(-5)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(convert(event).map_err(|e| e.kind), Err(ApiErrorKind::Other));
+        let event = SubscribeToShardEvent::builder()
+            .continuation_sequence_number("x")
+            .millis_behind_latest(-5)
+            .set_records(Some(Vec::new()))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(convert(event).map_err(|e| e.kind), Err(ApiErrorKind::Other));
+        let event = SubscribeToShardEvent::builder()
+            .continuation_sequence_number("18")
+            .millis_behind_latest(-5)
+            .set_records(Some(Vec::new()))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let converted = convert(event).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(converted.millis_behind_latest, Some(0), "a negative lag reads as caught up");
+    }
 }
