@@ -87,7 +87,7 @@ pub(crate) async fn register_consumer(
                 tracing::info!(consumer = name, %arn, "enhanced fan-out consumer is ACTIVE");
                 return Ok(arn);
             }
-            Ok(None) => last_error = "consumer is being created".to_owned(),
+            Ok(None) => last_error = "the consumer is not ACTIVE yet (or another registration is in flight)".to_owned(),
             Err(error) if error.kind.is_retryable() => last_error = error.to_string(),
             Err(error) => return Err(error.into_kcl("RegisterStreamConsumer")),
         }

@@ -21,6 +21,14 @@
 //!   if it stays full for `max_stall`, the subscription is cancelled and a new one starts after the last queued event
 //!   once the processor has made room. Memory per shard is bounded however slow the processor is (Java KCL issues
 //!   #463 and #653).
+//!
+//! # Metrics
+//! | name | type | labels |
+//! |---|---|---|
+//! | `kcl_subscribe_to_shard_calls_total` | counter | stream, shard |
+//! | `kcl_subscribe_to_shard_errors_total` | counter | stream, shard, kind (an [`ApiErrorKind`](super::ApiErrorKind) label, or `health_timeout`) |
+//! | `kcl_subscribe_to_shard_backpressure_drops_total` | counter | stream, shard |
+//! | `kcl_millis_behind_latest` | gauge | stream, shard (shared with polling) |
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
