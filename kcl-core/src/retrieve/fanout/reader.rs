@@ -147,6 +147,16 @@ enum Outcome {
     Failed(ApiError),
 }
 
+/// Closes the buffer however the task ends (return, abort, or a panic unwinding), so `next_batch` never waits for a
+/// producer that is gone.
+struct CloseOnDrop(Arc<EventBuffer<Slot>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 struct Subscriber<A: SubscribeApi> {
     api: Arc<A>,
     consumer_arn: Arc<str>,
@@ -169,6 +179,7 @@ struct Subscriber<A: SubscribeApi> {
 
 impl<A: SubscribeApi> Subscriber<A> {
     async fn run(mut self) {
+        let _close = CloseOnDrop(Arc::clone(&self.buffer));
         let mut next_call_at = Instant::now();
         loop {
             // Subscribing while the buffer is full would only open a stream nobody reads.

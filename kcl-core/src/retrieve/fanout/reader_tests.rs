@@ -237,3 +237,23 @@ async fn a_slow_processor_bounds_the_buffer_and_drops_then_resumes_the_subscript
     let positions = api.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(positions[1], IteratorPosition::AfterSequence(seq(29)));
 }
+
+struct PanickingApi;
+
+#[async_trait]
+impl SubscribeApi for PanickingApi {
+    type Subscription = FakeSubscription;
+
+    async fn subscribe(&self, _: &str, _: &ShardSpec, _: &IteratorPosition) -> Result<FakeSubscription, ApiError> {
+        panic!("a bug in a SubscribeApi implementation");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_subscription_task_is_an_error_not_a_hang() {
+    let start = Some((IteratorPosition::TrimHorizon, None));
+    let mut reader = FanOutReader::spawn(Arc::new(PanickingApi), Arc::from("arn"), spec(), start, &config());
+    let result = tokio::time::timeout(Duration::from_secs(5), reader.next_batch()).await;
+    let error = result.unwrap_or_else(|_| panic!("next_batch hung")).err().unwrap_or_else(|| panic!("no error"));
+    assert!(!error.is_retryable(), "{error}");
+}
