@@ -244,6 +244,26 @@ async fn consumer_registration_is_idempotent_and_safe_when_concurrent() {
     let d = FanOutSource::new(client.clone(), consumer.clone(), config()).unwrap();
     assert_eq!(d.consumer_arn(&stream_arn).await.unwrap(), arn_a);
 
+    // Deregistered behind the source's back: the reader fails (not found), the source forgets the stale ARN, and
+    // the next open registers the consumer again.
+    client.deregister_stream_consumer().consumer_arn(arn_a.as_ref()).send().await.expect("DeregisterStreamConsumer");
+    for _ in 0..100 {
+        let described = client.describe_stream_consumer().consumer_arn(arn_a.as_ref()).send().await;
+        if described.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spec = ShardSpec::new(name.as_str(), "shardId-000000000000");
+    let mut reader = a.open(&spec, &ExtendedSequenceNumber::TrimHorizon, &InitialPosition::Latest).await.unwrap();
+    let error = tokio::time::timeout(Duration::from_secs(30), reader.next_batch()).await.unwrap().unwrap_err();
+    assert!(!error.is_retryable(), "{error}");
+    // (The new ARN may equal the old one: kinesis-mock suffixes it with the registration time in whole seconds.)
+    a.consumer_arn(&name).await.expect("registered anew");
+    let mut reader = a.open(&spec, &ExtendedSequenceNumber::TrimHorizon, &InitialPosition::Latest).await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(30), reader.next_batch()).await.unwrap();
+    assert!(batch.is_ok(), "the new consumer reads: {batch:?}");
+
     client.delete_stream().stream_name(&name).enforce_consumer_deletion(true).send().await.expect("DeleteStream");
 }
 

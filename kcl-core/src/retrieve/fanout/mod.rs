@@ -111,6 +111,9 @@ impl FanOutConfig {
 /// A stream's consumer ARN, filled by the first `open` that needs it.
 type ArnCell = Arc<OnceCell<Arc<str>>>;
 
+/// Consumer ARNs by stream.
+type ArnCache = HashMap<Arc<str>, ArnCell>;
+
 /// Where the consumer ARN comes from.
 enum Consumer {
     /// Given by the caller.
@@ -120,7 +123,7 @@ enum Consumer {
         client: aws_sdk_kinesis::Client,
         name: String,
         /// One cell per stream, so concurrent `open`s for the same stream share one registration.
-        arns: Mutex<HashMap<Arc<str>, ArnCell>>,
+        arns: Arc<Mutex<ArnCache>>,
     },
 }
 
@@ -157,7 +160,7 @@ impl FanOutSource<KinesisSubscribeApi> {
         }
         Ok(Self {
             api: Arc::new(KinesisSubscribeApi::new(client.clone())),
-            consumer: Consumer::Registered { client, name, arns: Mutex::new(HashMap::new()) },
+            consumer: Consumer::Registered { client, name, arns: Arc::default() },
             config,
         })
     }
@@ -212,7 +215,27 @@ impl<A: SubscribeApi> FanOutSource<A> {
             None => Arc::from(""),
             Some(_) => self.consumer_arn(&shard.stream).await?,
         };
-        Ok(FanOutReader::spawn(Arc::clone(&self.api), arn, shard.clone(), position, &self.config))
+        Ok(FanOutReader::spawn(
+            Arc::clone(&self.api),
+            arn,
+            shard.clone(),
+            position,
+            &self.config,
+            self.forgetter(shard),
+        ))
+    }
+
+    /// What a reader calls when the service no longer knows the consumer (ResourceNotFoundException): the cached
+    /// ARN is dropped, so the next `open` describes (and, if it was deregistered, registers) the consumer again
+    /// instead of failing with the stale ARN forever.
+    fn forgetter(&self, shard: &ShardSpec) -> Option<reader::Forget> {
+        let Consumer::Registered { arns, .. } = &self.consumer else {
+            return None;
+        };
+        let (arns, stream) = (Arc::clone(arns), Arc::clone(&shard.stream));
+        Some(Arc::new(move || {
+            arns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&stream);
+        }))
     }
 }
 

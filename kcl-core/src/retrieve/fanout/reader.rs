@@ -13,7 +13,7 @@ use super::FanOutConfig;
 use super::api::{EventSubscription, FanOutEvent, SubscribeApi};
 use super::buffer::EventBuffer;
 use crate::error::KclError;
-use crate::retrieve::api::{ApiError, IteratorPosition};
+use crate::retrieve::api::{ApiError, ApiErrorKind, IteratorPosition};
 use crate::retrieve::backoff::{Backoff, fnv1a};
 use crate::retrieve::metrics::MILLIS_BEHIND_LATEST;
 use crate::retrieve::{ChildShard, ReadBatch, ShardReader, ShardSpec};
@@ -24,6 +24,9 @@ pub(crate) const SUBSCRIBE_ERRORS: &str = "kcl_subscribe_to_shard_errors_total";
 pub(crate) const BACKPRESSURE_DROPS: &str = "kcl_subscribe_to_shard_backpressure_drops_total";
 
 type Slot = Result<ReadBatch, KclError>;
+
+/// Drops the source's cached consumer ARN (see `FanOutSource::forgetter`).
+pub(crate) type Forget = Arc<dyn Fn() + Send + Sync>;
 
 /// Reads one shard through enhanced fan-out; see [`FanOutSource`](super::FanOutSource) for the policy.
 ///
@@ -50,6 +53,7 @@ impl FanOutReader {
         shard: ShardSpec,
         start: Option<(IteratorPosition, Option<SequenceNumber>)>,
         config: &FanOutConfig,
+        forget_consumer: Option<Forget>,
     ) -> Self {
         let buffer = EventBuffer::new(config.max_buffered_events, config.max_buffered_bytes);
         let Some((position, skip_record_at)) = start else {
@@ -79,6 +83,7 @@ impl FanOutReader {
             lag: gauge!(MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard" => shard_label.clone()),
             labels: (stream, shard_label),
             shard,
+            forget_consumer,
         };
         let task = tokio::spawn(subscriber.run().instrument(span));
         Self { buffer, task: Some(task), ended: None, failed: None }
@@ -175,6 +180,7 @@ struct Subscriber<A: SubscribeApi> {
     drops: Counter,
     lag: Gauge,
     labels: (String, String),
+    forget_consumer: Option<Forget>,
 }
 
 impl<A: SubscribeApi> Subscriber<A> {
@@ -222,6 +228,11 @@ impl<A: SubscribeApi> Subscriber<A> {
                     self.error_metric(error.kind.as_str());
                     if !error.kind.is_retryable() {
                         tracing::error!(%error, "non-retryable SubscribeToShard error; the reader stops");
+                        if error.kind == ApiErrorKind::NotFound
+                            && let Some(forget) = &self.forget_consumer
+                        {
+                            forget();
+                        }
                         self.buffer.push(Err(error.into_kcl("SubscribeToShard")), 0);
                         self.buffer.close();
                         return;

@@ -148,7 +148,7 @@ async fn read_all(reader: &mut FanOutReader, n: usize) -> (Vec<SequenceNumber>, 
 async fn resubscribes_after_the_continuation_and_ends_with_the_children() {
     let api = fake(95, true, Mode::Normal { per_event: 10, per_subscription: 3 });
     let start = Some((IteratorPosition::TrimHorizon, None));
-    let mut reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config());
+    let mut reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config(), None);
     let (seen, end) = read_all(&mut reader, 1_000).await;
     assert_eq!(seen, (0..95).map(seq).collect::<Vec<_>>());
     let end = end.unwrap_or_else(|| panic!("no shard end"));
@@ -166,7 +166,7 @@ async fn a_whole_record_checkpoint_is_skipped_and_retryable_errors_back_off() {
     let api = fake(20, false, Mode::Normal { per_event: 5, per_subscription: 100 });
     api.fail_first.lock().unwrap_or_else(|e| e.into_inner()).extend([ApiErrorKind::Throttled, ApiErrorKind::Dispatch]);
     let start = Some((IteratorPosition::AtSequence(seq(7)), Some(seq(7))));
-    let mut reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config());
+    let mut reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config(), None);
     let (seen, _) = read_all(&mut reader, 12).await;
     assert_eq!(seen, (8..20).map(seq).collect::<Vec<_>>());
     let positions = api.positions.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -185,7 +185,7 @@ async fn a_silent_subscription_is_replaced_after_the_health_timeout() {
     let api = fake(5, false, Mode::Silent);
     let config = FanOutConfig { health_timeout: Duration::from_secs(5), ..config() };
     let start = Some((IteratorPosition::TrimHorizon, None));
-    let reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config);
+    let reader = FanOutReader::spawn(Arc::clone(&api), Arc::from("arn"), spec(), start, &config, None);
     tokio::time::sleep(Duration::from_secs(16)).await;
     let calls = api.positions.lock().unwrap_or_else(|e| e.into_inner()).len();
     assert!((3..=4).contains(&calls), "one subscription per health timeout: {calls}");
@@ -194,14 +194,22 @@ async fn a_silent_subscription_is_replaced_after_the_health_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_non_retryable_error_ends_the_reader() {
+async fn a_non_retryable_error_ends_the_reader_and_not_found_forgets_the_consumer() {
     let api = fake(5, false, Mode::Normal { per_event: 5, per_subscription: 1 });
     api.fail_first.lock().unwrap_or_else(|e| e.into_inner()).push(ApiErrorKind::NotFound);
-    let mut reader =
-        FanOutReader::spawn(api, Arc::from("arn"), spec(), Some((IteratorPosition::TrimHorizon, None)), &config());
+    let forgotten = Arc::new(AtomicUsize::new(0));
+    let forget: Forget = {
+        let forgotten = Arc::clone(&forgotten);
+        Arc::new(move || {
+            forgotten.fetch_add(1, Ordering::SeqCst);
+        })
+    };
+    let start = Some((IteratorPosition::TrimHorizon, None));
+    let mut reader = FanOutReader::spawn(api, Arc::from("arn"), spec(), start, &config(), Some(forget));
     let error = reader.next_batch().await.err().unwrap_or_else(|| panic!("expected an error"));
     assert!(!error.is_retryable());
     assert!(reader.next_batch().await.is_err());
+    assert_eq!(forgotten.load(Ordering::SeqCst), 1, "the stale consumer ARN is dropped from the cache");
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,6 +228,7 @@ async fn a_slow_processor_bounds_the_buffer_and_drops_then_resumes_the_subscript
         spec(),
         Some((IteratorPosition::TrimHorizon, None)),
         &config,
+        None,
     );
     // The processor does not read: the buffer fills to its bound and stays there.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -252,7 +261,7 @@ impl SubscribeApi for PanickingApi {
 #[tokio::test(start_paused = true)]
 async fn a_dead_subscription_task_is_an_error_not_a_hang() {
     let start = Some((IteratorPosition::TrimHorizon, None));
-    let mut reader = FanOutReader::spawn(Arc::new(PanickingApi), Arc::from("arn"), spec(), start, &config());
+    let mut reader = FanOutReader::spawn(Arc::new(PanickingApi), Arc::from("arn"), spec(), start, &config(), None);
     let result = tokio::time::timeout(Duration::from_secs(5), reader.next_batch()).await;
     let error = result.unwrap_or_else(|_| panic!("next_batch hung")).err().unwrap_or_else(|| panic!("no error"));
     assert!(!error.is_retryable(), "{error}");
