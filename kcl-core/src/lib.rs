@@ -25,4 +25,4 @@ pub mod worker;
 pub use error::KclError;
 pub use process::{Batch, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
-pub use worker::{ShutdownHandle, Worker, WorkerBuilder};
+pub use worker::{Retrieval, ShutdownHandle, Worker, WorkerBuilder};

@@ -8,8 +8,9 @@ use std::time::Duration;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
 use kcl_core::process::ProcessorError;
+use kcl_core::retrieve::fanout::FanOutConfig;
 use kcl_core::retrieve::memory_stream::MemoryStream;
-use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
+use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Retrieval, Worker};
 
 struct Collect(Arc<Mutex<HashSet<Vec<u8>>>>);
 
@@ -130,4 +131,25 @@ fn the_builder_explains_bad_configuration() {
         )
         .contains("shard_lister")
     );
+
+    // Enhanced fan-out through a Kinesis client: built without a call (the consumer is registered on first use).
+    let client = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let fan_out = |retrieval: Retrieval| {
+        Worker::builder("s", "app")
+            .kinesis_client(client.clone())
+            .retrieval(retrieval)
+            .lease_store(store.clone())
+            .processor_factory(factory)
+            .build()
+    };
+    assert!(fan_out(Retrieval::fan_out()).is_ok());
+    let unnamed = Retrieval::FanOut { consumer_name: Some(String::new()), config: FanOutConfig::default() };
+    assert!(message(fan_out(unnamed)).contains("consumer name"));
+    let config = FanOutConfig { max_buffered_events: 0, ..FanOutConfig::default() };
+    assert!(message(fan_out(Retrieval::FanOut { consumer_name: None, config })).contains("max_buffered_events"));
 }

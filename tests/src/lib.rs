@@ -3,5 +3,6 @@
 #![deny(missing_docs)]
 
 pub mod emulators;
+pub mod own_kinesis;
 
 pub use emulators::{Emulators, emulators, unique_name};

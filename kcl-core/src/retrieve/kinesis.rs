@@ -145,7 +145,7 @@ where
     ApiError::new(kind, message)
 }
 
-fn classify_code(code: Option<&str>, status: u16) -> ApiErrorKind {
+pub(crate) fn classify_code(code: Option<&str>, status: u16) -> ApiErrorKind {
     match code.unwrap_or_default() {
         "ProvisionedThroughputExceededException"
         | "KMSThrottlingException"

@@ -1,7 +1,7 @@
 //! Retrieval: reading the raw records of one shard, behind a transport-neutral trait.
 //!
 //! * [`RecordSource`] opens a [`ShardReader`] for a shard from a checkpoint; the reader hands out [`ReadBatch`]es
-//!   until the shard ends. Polling ([`PollingFetcher`]) and, later, enhanced fan-out plug in behind these two traits.
+//!   until the shard ends. Polling ([`PollingFetcher`]) and enhanced fan-out ([`fanout::FanOutSource`]) plug in behind these two traits.
 //! * [`PollingFetcher`] drives the `GetShardIterator`/`GetRecords` loop over any [`PollingApi`]: the AWS SDK client
 //!   ([`KinesisPollingApi`]) or, with feature `test-util`, the in-memory stream ([`memory_stream::MemoryStream`]),
 //!   so the same pacing, backoff and iterator-recovery code runs in production and in deterministic tests.
@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use crate::error::KclError;
 use crate::types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord};
 
-mod api;
+pub(crate) mod api;
 pub(crate) mod backoff;
-mod kinesis;
+pub mod fanout;
+pub(crate) mod kinesis;
 mod metrics;
 mod polling;
 mod prefetch;

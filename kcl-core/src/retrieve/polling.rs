@@ -213,30 +213,9 @@ impl<A: PollingApi> PollingReader<A> {
         initial_position: &InitialPosition,
         config: &PollingConfig,
     ) -> Result<Self, KclError> {
-        let (position, skip_record_at, phase) = match start {
-            ExtendedSequenceNumber::TrimHorizon => (IteratorPosition::TrimHorizon, None, Phase::Reading),
-            ExtendedSequenceNumber::Latest => (IteratorPosition::Latest, None, Phase::Reading),
-            ExtendedSequenceNumber::AtTimestamp(Some(at)) => (IteratorPosition::AtTimestamp(*at), None, Phase::Reading),
-            ExtendedSequenceNumber::AtTimestamp(None) => match initial_position {
-                InitialPosition::AtTimestamp(at) => (IteratorPosition::AtTimestamp(*at), None, Phase::Reading),
-                _ => {
-                    return Err(KclError::InvalidConfig(format!(
-                        "shard {} is checkpointed at AT_TIMESTAMP but the initial position has no timestamp",
-                        shard.shard_id
-                    )));
-                }
-            },
-            // Inside an aggregate: read the aggregate again; the pipeline drops user records at or below it.
-            ExtendedSequenceNumber::Sequence { sequence, sub_sequence } if *sub_sequence > 0 => {
-                (IteratorPosition::AtSequence(sequence.clone()), None, Phase::Reading)
-            }
-            // A whole-record checkpoint still uses AT_SEQUENCE_NUMBER: a checkpoint at sub-record 0 of an aggregate
-            // looks exactly like this, and AFTER_SEQUENCE_NUMBER would lose the aggregate's remaining user records.
-            // The record itself is dropped below unless it is an aggregate, which makes this AFTER for plain records.
-            ExtendedSequenceNumber::Sequence { sequence, .. } => {
-                (IteratorPosition::AtSequence(sequence.clone()), Some(sequence.clone()), Phase::Reading)
-            }
-            ExtendedSequenceNumber::ShardEnd => (IteratorPosition::Latest, None, Phase::Ended(None)),
+        let (position, skip_record_at, phase) = match start_position(&shard, start, initial_position)? {
+            Some((position, skip)) => (position, skip, Phase::Reading),
+            None => (IteratorPosition::Latest, None, Phase::Ended(None)),
         };
         let min_gap = config.min_time_between_calls.max(api.min_time_between_calls());
         let idle_start = min_gap.max(Duration::from_millis(1));
@@ -416,6 +395,42 @@ impl<A: PollingApi> PollingReader<A> {
             _ => Ok(()),
         }
     }
+}
+
+/// Where a reader opened at checkpoint `start` begins: the position, and a whole-record checkpoint's sequence number
+/// whose record must be dropped unless it is a KPL aggregate; `None` at `SHARD_END` (nothing to read). Shared by
+/// polling and enhanced fan-out, so both start exactly alike.
+pub(crate) fn start_position(
+    shard: &ShardSpec,
+    start: &ExtendedSequenceNumber,
+    initial_position: &InitialPosition,
+) -> Result<Option<(IteratorPosition, Option<SequenceNumber>)>, KclError> {
+    let position = match start {
+        ExtendedSequenceNumber::TrimHorizon => (IteratorPosition::TrimHorizon, None),
+        ExtendedSequenceNumber::Latest => (IteratorPosition::Latest, None),
+        ExtendedSequenceNumber::AtTimestamp(Some(at)) => (IteratorPosition::AtTimestamp(*at), None),
+        ExtendedSequenceNumber::AtTimestamp(None) => match initial_position {
+            InitialPosition::AtTimestamp(at) => (IteratorPosition::AtTimestamp(*at), None),
+            _ => {
+                return Err(KclError::InvalidConfig(format!(
+                    "shard {} is checkpointed at AT_TIMESTAMP but the initial position has no timestamp",
+                    shard.shard_id
+                )));
+            }
+        },
+        // Inside an aggregate: read the aggregate again; the pipeline drops user records at or below it.
+        ExtendedSequenceNumber::Sequence { sequence, sub_sequence } if *sub_sequence > 0 => {
+            (IteratorPosition::AtSequence(sequence.clone()), None)
+        }
+        // A whole-record checkpoint still uses AT_SEQUENCE_NUMBER: a checkpoint at sub-record 0 of an aggregate
+        // looks exactly like this, and AFTER_SEQUENCE_NUMBER would lose the aggregate's remaining user records.
+        // The reader drops the record itself unless it is an aggregate, which makes this AFTER for plain records.
+        ExtendedSequenceNumber::Sequence { sequence, .. } => {
+            (IteratorPosition::AtSequence(sequence.clone()), Some(sequence.clone()))
+        }
+        ExtendedSequenceNumber::ShardEnd => return Ok(None),
+    };
+    Ok(Some(position))
 }
 
 #[async_trait]

@@ -9,8 +9,37 @@ use crate::discover::{KinesisShardLister, ShardLister};
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
 use crate::process::ProcessorFactory;
+use crate::retrieve::fanout::{FanOutConfig, FanOutSource};
 use crate::retrieve::{KinesisPollingApi, PollingConfig, PollingFetcher, RecordSource};
 use crate::types::InitialPosition;
+
+/// How a worker built with [`WorkerBuilder::kinesis_client`] reads its shards. Processor code is the same either way.
+#[derive(Clone, Debug)]
+pub enum Retrieval {
+    /// `GetRecords` polling (KCL `PollingConfig`): shares the shard's 2 MiB/s read limit with every polling consumer.
+    Polling(PollingConfig),
+    /// Enhanced fan-out (`SubscribeToShard`, KCL `FanOutConfig`): a dedicated 2 MiB/s per shard and ~70 ms
+    /// propagation. Registers the stream consumer on first use, or reuses it.
+    FanOut {
+        /// The consumer name (KCL `consumerName`); `None` (default) uses the application name, as KCL does.
+        consumer_name: Option<String>,
+        /// Resubscribe, health-timeout and buffer settings (see [`FanOutConfig`] for defaults and KCL names).
+        config: FanOutConfig,
+    },
+}
+
+impl Default for Retrieval {
+    fn default() -> Self {
+        Self::Polling(PollingConfig::default())
+    }
+}
+
+impl Retrieval {
+    /// Enhanced fan-out through the consumer named after the application, with default settings.
+    pub fn fan_out() -> Self {
+        Self::FanOut { consumer_name: None, config: FanOutConfig::default() }
+    }
+}
 
 /// Builds a [`Worker`]. Required: the stream, the application name, a lease store, a processor factory, and either
 /// a Kinesis client ([`kinesis_client`](Self::kinesis_client)) or a record source plus a shard lister.
@@ -20,7 +49,8 @@ use crate::types::InitialPosition;
 /// | [`worker_id`](Self::worker_id) | host name + random suffix | `workerIdentifier` |
 /// | [`initial_position`](Self::initial_position) | `LATEST` | `initialPositionInStream` (`LATEST`) |
 /// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
-/// | [`polling_config`](Self::polling_config) | [`PollingConfig::default`] (10000 records, 1.5 s idle) | `PollingConfig` |
+/// | [`retrieval`](Self::retrieval) | [`Retrieval::Polling`] with [`PollingConfig::default`] (10000 records, 1.5 s idle) | `RetrievalConfig.retrievalSpecificConfig` (KCL 2+ defaults to fan-out) |
+/// | [`polling_config`](Self::polling_config) | same as `retrieval(Retrieval::Polling(config))` | `PollingConfig` |
 /// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
 /// | [`finished_lease_grace`](Self::finished_lease_grace) | 5 min | `completedLeaseCleanupIntervalMillis` (5 min) |
 /// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
@@ -37,7 +67,7 @@ pub struct WorkerBuilder<F> {
     pub(super) factory: Option<F>,
     pub(super) initial_position: InitialPosition,
     pub(super) lease_config: LeaseCoordinatorConfig,
-    pub(super) polling_config: PollingConfig,
+    pub(super) retrieval: Retrieval,
     pub(super) shard_sync_interval: Duration,
     pub(super) finished_lease_grace: Duration,
     pub(super) parent_poll_interval: Duration,
@@ -59,7 +89,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             factory: None,
             initial_position: InitialPosition::Latest,
             lease_config: LeaseCoordinatorConfig::default(),
-            polling_config: PollingConfig::default(),
+            retrieval: Retrieval::default(),
             shard_sync_interval: Duration::from_secs(60),
             finished_lease_grace: Duration::from_secs(300),
             parent_poll_interval: Duration::from_secs(1),
@@ -82,7 +112,8 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
-    /// Reads Kinesis by polling (`GetRecords`) and lists shards with `ListShards`, through this client. Build it
+    /// Reads Kinesis through this client — by polling (`GetRecords`), or with enhanced fan-out when
+    /// [`retrieval`](Self::retrieval) says so — and lists shards with `ListShards`. Build it
     /// with `aws_config::defaults(BehaviorVersion::latest())` (set `endpoint_url` for local emulators).
     pub fn kinesis_client(mut self, client: aws_sdk_kinesis::Client) -> Self {
         self.kinesis = Some(client);
@@ -96,7 +127,8 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self.kinesis_client(aws_sdk_kinesis::Client::new(config))
     }
 
-    /// A custom record source (for example the in-memory stream, or enhanced fan-out). Needs
+    /// A custom record source (for example the in-memory stream, or a [`FanOutSource`] over your own
+    /// [`SubscribeApi`](crate::retrieve::fanout::SubscribeApi)). Needs
     /// [`shard_lister`](Self::shard_lister) too.
     pub fn record_source(mut self, source: Arc<dyn RecordSource>) -> Self {
         self.source = Some(source);
@@ -127,9 +159,15 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
-    /// `GetRecords` batch size, idle time, retries and prefetch (used with [`kinesis_client`](Self::kinesis_client)).
-    pub fn polling_config(mut self, config: PollingConfig) -> Self {
-        self.polling_config = config;
+    /// `GetRecords` batch size, idle time, retries and prefetch (used with [`kinesis_client`](Self::kinesis_client)):
+    /// the same as `retrieval(Retrieval::Polling(config))`.
+    pub fn polling_config(self, config: PollingConfig) -> Self {
+        self.retrieval(Retrieval::Polling(config))
+    }
+
+    /// Polling or enhanced fan-out (used with [`kinesis_client`](Self::kinesis_client); default: polling).
+    pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
+        self.retrieval = retrieval;
         self
     }
 
@@ -193,8 +231,16 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             match (self.source, self.lister, self.kinesis) {
                 (Some(source), Some(lister), None) => (source, lister),
                 (None, None, Some(client)) => {
-                    let fetcher = PollingFetcher::new(KinesisPollingApi::new(client.clone()), self.polling_config)?;
-                    (Arc::new(fetcher), Arc::new(KinesisShardLister::new(client, self.stream.to_string())))
+                    let source: Arc<dyn RecordSource> = match self.retrieval {
+                        Retrieval::Polling(config) => {
+                            Arc::new(PollingFetcher::new(KinesisPollingApi::new(client.clone()), config)?)
+                        }
+                        Retrieval::FanOut { consumer_name, config } => {
+                            let name = consumer_name.unwrap_or_else(|| self.application_name.clone());
+                            Arc::new(FanOutSource::new(client.clone(), name, config)?)
+                        }
+                    };
+                    (source, Arc::new(KinesisShardLister::new(client, self.stream.to_string())))
                 }
                 (None, None, None) => {
                     return invalid(

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use builder::WorkerBuilder;
+pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
 
 use crate::KclError;
