@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::retry::{Stopped, until_ok};
 use crate::KclError;
-use crate::deaggregate::deaggregate_into_for_shard;
+use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
 use crate::lease::{Lease, LeaseStore};
 use crate::process::{Batch, CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, RecordProcessor};
@@ -241,10 +241,8 @@ impl ShardConsumer {
                 }
                 Err(error) => return ConsumerExit::Failed(error),
             };
-            let mut records: Vec<Record> = Vec::with_capacity(read.records.len());
-            for raw in read.records {
-                deaggregate_into_for_shard(raw, spec.hash_key_range, &mut records);
-            }
+            let mut records: Vec<Record> = Vec::new();
+            deaggregate_batch_into_for_shard(read.records, spec.hash_key_range, &mut records);
             if let Some(skip) = &skip_through {
                 records.retain(|record| record.extended_sequence_number() > *skip);
                 if !records.is_empty() {
