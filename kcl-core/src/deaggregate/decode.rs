@@ -47,6 +47,17 @@ struct ExplicitHashKey {
     value: Option<u128>,
 }
 
+/// The key tables and hash cache of one decode, kept from one aggregate to the next so a batch of aggregates does
+/// not grow them from empty each time (profiled: a few allocations per aggregate). Empty between decodes: nothing
+/// of an aggregate outlives its decode here.
+#[derive(Default)]
+pub(super) struct Scratch {
+    partition_keys: Vec<Arc<str>>,
+    explicit_hash_keys: Vec<ExplicitHashKey>,
+    /// Hashes of partition keys, computed on first use, only when filtering by shard.
+    partition_key_hashes: Vec<Option<u128>>,
+}
+
 /// Decodes `raw.data[body]` (the protobuf bytes, MD5 already checked) and appends its user records to `out`.
 ///
 /// On error, `out` may hold some of the aggregate's records: the caller truncates it.
@@ -55,12 +66,26 @@ pub(super) fn decode(
     body: Range<usize>,
     range: Option<HashKeyRange>,
     out: &mut Vec<Record>,
+    scratch: &mut Scratch,
+) -> Result<Decoded, CorruptReason> {
+    let decoded = decode_with(raw, body, range, out, scratch);
+    scratch.partition_keys.clear();
+    scratch.explicit_hash_keys.clear();
+    scratch.partition_key_hashes.clear();
+    decoded
+}
+
+fn decode_with(
+    raw: &KinesisRecord,
+    body: Range<usize>,
+    range: Option<HashKeyRange>,
+    out: &mut Vec<Record>,
+    scratch: &mut Scratch,
 ) -> Result<Decoded, CorruptReason> {
     let blob: &[u8] = &raw.data;
+    let Scratch { partition_keys, explicit_hash_keys, partition_key_hashes } = scratch;
 
     // Pass 1: key tables, record count, structure.
-    let mut partition_keys: Vec<Arc<str>> = Vec::new();
-    let mut explicit_hash_keys: Vec<ExplicitHashKey> = Vec::new();
     let mut first_record = None;
     let mut record_count = 0usize;
     let mut reader = Reader::new(blob, body.clone());
@@ -86,11 +111,9 @@ pub(super) fn decode(
         return Err(CorruptReason::NoRecords);
     };
 
-    // Hashes of partition keys, computed on first use, only when filtering by shard.
-    let mut partition_key_hashes: Vec<Option<u128>> = match range {
-        Some(_) => vec![None; partition_keys.len()],
-        None => Vec::new(),
-    };
+    if range.is_some() {
+        partition_key_hashes.resize(partition_keys.len(), None);
+    }
 
     // Pass 2: the records.
     out.reserve(record_count);

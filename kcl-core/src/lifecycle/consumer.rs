@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::retry::{Stopped, until_ok};
 use crate::KclError;
-use crate::deaggregate::deaggregate_into_for_shard;
+use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
 use crate::lease::{Lease, LeaseStore};
 use crate::process::{Batch, CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, RecordProcessor};
@@ -221,6 +221,10 @@ impl ShardConsumer {
             Ok(reader) => reader,
             Err(exit) => return exit,
         };
+        // One vector for every batch: processors only borrow a batch, so it comes back after each one (see
+        // `recycle`). The metric handle is registered once, not per batch.
+        let mut records: Vec<Record> = Vec::new();
+        let records_processed = metrics::counter!("kcl_records_processed_total", "stream" => cfg.stream.to_string());
         loop {
             let read = tokio::select! {
                 biased;
@@ -241,10 +245,8 @@ impl ShardConsumer {
                 }
                 Err(error) => return ConsumerExit::Failed(error),
             };
-            let mut records: Vec<Record> = Vec::with_capacity(read.records.len());
-            for raw in read.records {
-                deaggregate_into_for_shard(raw, spec.hash_key_range, &mut records);
-            }
+            debug_assert!(records.is_empty(), "the previous batch was delivered and recycled");
+            deaggregate_batch_into_for_shard(read.records, spec.hash_key_range, &mut records);
             if let Some(skip) = &skip_through {
                 records.retain(|record| record.extended_sequence_number() > *skip);
                 if !records.is_empty() {
@@ -258,7 +260,7 @@ impl ShardConsumer {
                 checkpointer.set_largest_permitted(last.extended_sequence_number());
             }
             if !records.is_empty() || cfg.call_process_records_even_for_empty {
-                let delivered = records.len() as u64;
+                let delivered = records.len();
                 let batch =
                     Batch { records, millis_behind_latest: read.millis_behind_latest, shard_id: shard_id.clone() };
                 let processed: Result<(), Stopped> =
@@ -269,8 +271,11 @@ impl ShardConsumer {
                     checkpointer.revoke_unprocessed(permitted_before);
                     return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
                 }
-                metrics::counter!("kcl_records_processed_total", "stream" => cfg.stream.to_string())
-                    .increment(delivered);
+                records = recycle(batch.records, delivered);
+                records_processed.increment(delivered as u64);
+            } else {
+                // Nothing new (caught up): give back the room the last batches needed.
+                records = recycle(records, 0);
             }
             if read.shard_end {
                 return self
@@ -317,4 +322,17 @@ impl ShardConsumer {
             Err(error) => ConsumerExit::Failed(error),
         }
     }
+}
+
+/// Room for this many records is always kept in a consumer's batch vector once it has grown (a few KiB: a worker
+/// may hold many idle shards).
+const MIN_KEPT_CAPACITY: usize = 64;
+
+/// Empties a delivered batch's vector for the next batch. It keeps room for a batch like this one (the next is
+/// usually similar) and gives back the rest, so a shard whose batches got smaller, or that caught up (`delivered`
+/// is 0 after an empty read), does not hold on to the memory of its largest batch.
+pub(super) fn recycle(mut records: Vec<Record>, delivered: usize) -> Vec<Record> {
+    records.clear();
+    records.shrink_to(delivered.saturating_mul(2).max(MIN_KEPT_CAPACITY));
+    records
 }

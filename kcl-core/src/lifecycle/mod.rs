@@ -4,5 +4,7 @@
 
 mod consumer;
 mod retry;
+#[cfg(all(test, feature = "test-util"))]
+mod tests;
 
 pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};

@@ -1,0 +1,82 @@
+//! Consumer-pipeline benchmarks. Each scenario prints `name: value unit` lines (settings as `#` comments), or one
+//! JSON object with `--json`; progress goes to stderr.
+//!
+//! ```text
+//! cargo run --release -p kcl-examples --bin bench -- overhead [--json]   # in memory, no emulators
+//! cargo run -q -p kcl-tests --bin emulators -- run -- \
+//!     cargo run --release -p kcl-examples --bin bench -- latency [--json]
+//! cargo run -q -p kcl-tests --bin emulators -- run -- \
+//!     cargo run --release -p kcl-examples --bin bench -- e2e [--json]
+//! ```
+//!
+//! * `overhead` — framework overhead: one worker consumes a pre-filled in-memory stream (8 shards, and 1), plain
+//!   records and KPL aggregates; records/s from the first delivery to the last.
+//! * `latency` — put → process latency p50/p99/max with polling on kinesis-mock, per `idle_time_between_reads`.
+//! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by a separate process with DynamoDB leases: wall
+//!   time, CPU per record, peak RSS.
+//!
+//! `BENCHMARKS.md` at the repository root has the figures measured on the project's machines and the goals.
+
+// The scenarios live in `bench/` next to this file (a crate root looks for modules beside itself).
+#[path = "bench/e2e.rs"]
+mod e2e;
+#[path = "bench/emulator.rs"]
+mod emulator;
+#[path = "bench/latency.rs"]
+mod latency;
+#[path = "bench/overhead.rs"]
+mod overhead;
+#[path = "bench/report.rs"]
+mod report;
+
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(about = "kcl-rs consumer-pipeline benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Print one JSON object instead of `name: value unit` lines.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Framework overhead on the in-memory stream (no emulators needed).
+    Overhead(overhead::OverheadArgs),
+    /// Put → process latency with polling on kinesis-mock (needs the emulators).
+    Latency(latency::LatencyArgs),
+    /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
+    E2e(e2e::E2eArgs),
+    /// The consumer process of `e2e` (started by it).
+    #[command(hide = true)]
+    E2eConsume(e2e::ConsumeArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    let report = match cli.scenario {
+        Scenario::Overhead(args) => overhead::run(args).await,
+        Scenario::Latency(args) => latency::run(args).await,
+        Scenario::E2e(args) => e2e::run(args).await,
+        Scenario::E2eConsume(args) => match e2e::consume(args, started).await {
+            Ok(()) => return,
+            Err(error) => {
+                eprintln!("bench e2e-consume: {error}");
+                std::process::exit(1);
+            }
+        },
+    };
+    match report {
+        Ok(report) => report.print(cli.json),
+        Err(error) => {
+            eprintln!("bench: {error}");
+            std::process::exit(1);
+        }
+    }
+}
