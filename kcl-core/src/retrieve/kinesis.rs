@@ -96,24 +96,7 @@ impl PollingApi for KinesisPollingApi {
                     .and_then(|t| SystemTime::try_from(t).ok()),
             });
         }
-        let child_shards = output
-            .child_shards
-            .unwrap_or_default()
-            .into_iter()
-            .map(|child| {
-                let range = child
-                    .hash_key_range
-                    .as_ref()
-                    .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key));
-                let hash_key_range = range.ok_or_else(|| {
-                    ApiError::new(
-                        ApiErrorKind::Other,
-                        format!("GetRecords returned child shard {} without a valid hash key range", child.shard_id),
-                    )
-                })?;
-                Ok(ChildShard { shard_id: child.shard_id, parent_shard_ids: child.parent_shards, hash_key_range })
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        let child_shards = child_shards_from_sdk("GetRecords", output.child_shards)?;
         Ok(GetRecordsOutput {
             records,
             next_iterator: output.next_shard_iterator.map(Arc::from),
@@ -173,6 +156,31 @@ pub(crate) fn classify_code(code: Option<&str>, status: u16) -> ApiErrorKind {
         _ if status == 429 => ApiErrorKind::Throttled,
         _ => ApiErrorKind::Other,
     }
+}
+
+/// The children a `GetRecords` response or a `SubscribeToShard` event reports at a shard's end; a child without a
+/// valid hash key range is an error naming `operation`, never a panic.
+pub(crate) fn child_shards_from_sdk(
+    operation: &str,
+    children: Option<Vec<aws_sdk_kinesis::types::ChildShard>>,
+) -> Result<Vec<ChildShard>, ApiError> {
+    children
+        .unwrap_or_default()
+        .into_iter()
+        .map(|child| {
+            let range = child
+                .hash_key_range
+                .as_ref()
+                .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key));
+            let hash_key_range = range.ok_or_else(|| {
+                ApiError::new(
+                    ApiErrorKind::Other,
+                    format!("{operation} returned child shard {} without a valid hash key range", child.shard_id),
+                )
+            })?;
+            Ok(ChildShard { shard_id: child.shard_id, parent_shard_ids: child.parent_shards, hash_key_range })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// SplitMix64.
+use crate::retrieve::backoff::SplitMix64;
+
+/// The retrieval backoff's SplitMix64, seeded per worker, with the helpers the taker needs.
 #[derive(Debug)]
-pub(crate) struct Rng(u64);
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     /// Seeded from the worker id and the wall clock, so workers and restarts differ. (The wall clock is used for
@@ -15,15 +17,11 @@ impl Rng {
         let mut hasher = DefaultHasher::new();
         worker_id.hash(&mut hasher);
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default().hash(&mut hasher);
-        Self(hasher.finish())
+        Self(SplitMix64(hasher.finish()))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A value in `0..bound` (`0` when `bound` is 0).

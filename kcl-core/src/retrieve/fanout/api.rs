@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::retrieve::api::{ApiError, ApiErrorKind, IteratorPosition};
 use crate::retrieve::kinesis::classify_code;
 use crate::retrieve::{ChildShard, ShardSpec, classify_sdk_error};
-use crate::types::{HashKeyRange, KinesisRecord, SequenceNumber};
+use crate::types::{KinesisRecord, SequenceNumber};
 
 /// One `SubscribeToShardEvent`, converted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -208,24 +208,7 @@ fn convert(event: aws_sdk_kinesis::types::SubscribeToShardEvent) -> Result<FanOu
             ApiError::new(ApiErrorKind::Other, format!("SubscribeToShard returned continuation sequence number {e}"))
         })?),
     };
-    let child_shards = event
-        .child_shards
-        .unwrap_or_default()
-        .into_iter()
-        .map(|child| {
-            let range = child
-                .hash_key_range
-                .as_ref()
-                .and_then(|r| HashKeyRange::parse(&r.starting_hash_key, &r.ending_hash_key));
-            let hash_key_range = range.ok_or_else(|| {
-                ApiError::new(
-                    ApiErrorKind::Other,
-                    format!("SubscribeToShard returned child shard {} without a valid hash key range", child.shard_id),
-                )
-            })?;
-            Ok(ChildShard { shard_id: child.shard_id, parent_shard_ids: child.parent_shards, hash_key_range })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let child_shards = crate::retrieve::kinesis::child_shards_from_sdk("SubscribeToShard", event.child_shards)?;
     Ok(FanOutEvent {
         records,
         continuation,
