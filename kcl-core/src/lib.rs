@@ -23,6 +23,6 @@ pub mod types;
 pub mod worker;
 
 pub use error::KclError;
-pub use process::{Batch, Checkpointer, ProcessorFactory, RecordProcessor};
+pub use process::{Batch, BatchFailure, BatchResult, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
 pub use worker::{Retrieval, ShutdownHandle, Worker, WorkerBuilder};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
-use kcl_core::process::ProcessorError;
+use kcl_core::process::{BatchResult, ProcessorError};
 use kcl_core::retrieve::memory_stream::MemoryStream;
 use kcl_core::{Batch, Checkpointer, ExtendedSequenceNumber, InitialPosition, RecordProcessor, Worker};
 
@@ -27,7 +27,7 @@ struct Processor {
 
 #[async_trait::async_trait]
 impl RecordProcessor for Processor {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         if batch.records.iter().any(|r| r.data.as_ref() == self.poison) {
             let attempt = {
                 let mut seen = self.seen.lock().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
-use kcl_core::process::ProcessorError;
+use kcl_core::process::BatchResult;
 use kcl_core::retrieve::fanout::FanOutConfig;
 use kcl_core::retrieve::memory_stream::MemoryStream;
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Retrieval, Worker};
@@ -16,7 +16,7 @@ struct Collect(Arc<Mutex<HashSet<Vec<u8>>>>);
 
 #[async_trait::async_trait]
 impl RecordProcessor for Collect {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         {
             let mut seen = self.0.lock().unwrap();
             for record in &batch.records {

@@ -11,7 +11,7 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister};
 use kcl_core::lease::MemoryLeaseStore;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
-use kcl_core::process::ProcessorError;
+use kcl_core::process::BatchResult;
 use kcl_core::retrieve::fanout::{FanOutConfig, FanOutSource};
 use kcl_core::retrieve::{ReadBatch, RecordSource, ShardReader, ShardSpec};
 use kcl_core::{
@@ -287,7 +287,7 @@ struct Collect {
 
 #[async_trait::async_trait]
 impl RecordProcessor for Collect {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         {
             let mut seen = self.seen.lock().unwrap();
             let list = seen.entry(self.key.clone()).or_default();

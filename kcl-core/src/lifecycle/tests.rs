@@ -11,7 +11,7 @@ use super::consumer::recycle;
 use crate::deaggregate::{UserRecordInput, aggregate, deaggregate_into};
 use crate::lease::MemoryLeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
-use crate::process::ProcessorError;
+use crate::process::BatchResult;
 use crate::retrieve::PollingConfig;
 use crate::retrieve::memory_stream::{MemoryStream, MemoryStreamConfig};
 use crate::{Batch, Checkpointer, ExtendedSequenceNumber, InitialPosition, Record, RecordProcessor, Worker};
@@ -37,7 +37,7 @@ struct Collector {
 
 #[async_trait::async_trait]
 impl RecordProcessor for Collector {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         self.seen
             .records
             .lock()

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Batch, Checkpointer};
+use super::{Batch, BatchResult, Checkpointer};
 use crate::types::ExtendedSequenceNumber;
 
 /// An error a processor returns to say "this batch was not processed". The framework retries the batch with
@@ -53,7 +53,7 @@ pub trait RecordProcessor: Send + 'static {
     ///
     /// The batch is borrowed because the framework may deliver the same records again: after an error here, or to
     /// the next owner of the lease after a crash. Clone what you keep (clones are cheap: payloads are `Bytes`).
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError>;
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult;
 
     /// The lease moved to another worker (or could not be renewed). Checkpointing is no longer possible; release
     /// resources. Records since the last checkpoint will be delivered to the next owner.

@@ -4,13 +4,13 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use kcl_core::{Batch, Checkpointer, RecordProcessor, Worker, process::ProcessorError};
+//! # use kcl_core::{Batch, Checkpointer, RecordProcessor, Worker, process::{BatchResult, ProcessorError}};
 //! # use kcl_core::lease::MemoryLeaseStore;
 //! struct Printer;
 //!
 //! #[async_trait::async_trait]
 //! impl RecordProcessor for Printer {
-//!     async fn process_records(&mut self, batch: &Batch, cp: &mut Checkpointer) -> Result<(), ProcessorError> {
+//!     async fn process_records(&mut self, batch: &Batch, cp: &mut Checkpointer) -> BatchResult {
 //!         for record in &batch.records {
 //!             println!("{} {}", record.partition_key, record.data.len());
 //!         }

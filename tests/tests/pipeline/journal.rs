@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kcl_core::process::{InitializeInput, LeaseLostInput, ProcessorError};
+use kcl_core::process::{BatchResult, InitializeInput, LeaseLostInput, ProcessorError};
 use kcl_core::{Batch, Checkpointer, ExtendedSequenceNumber, Record, RecordProcessor};
 
 /// One user record handed to a processor that completed the attempt.
@@ -181,7 +181,7 @@ impl RecordProcessor for Recorder {
         Ok(())
     }
 
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         assert_eq!(&*batch.shard_id, &*self.shard, "a batch of another shard");
         if let (Some(plan), Some(first)) = (&self.plan.failures, batch.records.first()) {
             let first = first.extended_sequence_number();

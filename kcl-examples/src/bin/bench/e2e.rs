@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use kcl_core::process::{InitializeInput, ProcessorError};
+use kcl_core::process::{BatchResult, InitializeInput, ProcessorError};
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
 use serde_json::{Value, json};
@@ -232,7 +232,7 @@ impl RecordProcessor for CountingProcessor {
         Ok(())
     }
 
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         let c = &self.counter;
         c.first_record.get_or_init(|| Milestone::now(c.started));
         checkpointer.checkpoint().await?;

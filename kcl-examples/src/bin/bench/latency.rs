@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
 use clap::Args;
-use kcl_core::process::{InitializeInput, ProcessorError};
+use kcl_core::process::{BatchResult, InitializeInput, ProcessorError};
 use kcl_core::retrieve::PollingConfig;
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
@@ -88,7 +88,7 @@ impl RecordProcessor for LatencyProcessor {
         Ok(())
     }
 
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         let received = now_micros();
         {
             let mut latencies = self.shared.latencies.lock().map_err(|_| "poisoned")?;

@@ -18,7 +18,7 @@ use clap::Args;
 use kcl_core::deaggregate::{UserRecordInput, aggregate};
 use kcl_core::lease::MemoryLeaseStore;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
-use kcl_core::process::ProcessorError;
+use kcl_core::process::BatchResult;
 use kcl_core::retrieve::memory_stream::{MemoryStream, MemoryStreamConfig, partition_key_hash};
 use kcl_core::retrieve::{MAX_RECORDS_PER_CALL, PollingConfig, PrefetchConfig};
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
@@ -143,7 +143,7 @@ struct CountingProcessor {
 
 #[async_trait::async_trait]
 impl RecordProcessor for CountingProcessor {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         if !self.started {
             self.started = true;
             let now = Instant::now();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backend::{AwsOptions, Backend, BoxError, MERGE, SPLIT};
 use clap::Parser;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
-use kcl_core::process::ProcessorError;
+use kcl_core::process::BatchResult;
 use kcl_core::{Batch, Checkpointer, InitialPosition, KclError, RecordProcessor, ShutdownHandle};
 use kcl_examples::iot::Reading;
 use kcl_examples::ledger::Ledger;
@@ -62,7 +62,7 @@ struct IotProcessor {
 
 #[async_trait::async_trait]
 impl RecordProcessor for IotProcessor {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         for record in &batch.records {
             match serde_json::from_slice::<Reading>(&record.data) {
                 Ok(reading) => self.ledger.delivered(&self.worker, &reading.client_id, reading.seq),
