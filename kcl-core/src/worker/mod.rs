@@ -85,6 +85,10 @@ pub(crate) struct Parts<F> {
     retry_base: Duration,
     retry_cap: Duration,
     call_process_records_even_for_empty: bool,
+    processing: crate::process::ProcessingConfig,
+    retry_policy: crate::process::RetryPolicy,
+    destination: Option<Arc<dyn crate::process::FailureDestination>>,
+    filter: Option<crate::process::RecordFilter>,
 }
 
 /// One worker of a consumer application. Build it with [`Worker::builder`], then drive [`run`](Self::run).
@@ -156,6 +160,10 @@ impl<F: ProcessorFactory> Worker<F> {
                 retry_base: p.retry_base,
                 retry_cap: p.retry_cap,
                 call_process_records_even_for_empty: p.call_process_records_even_for_empty,
+                processing: p.processing.clone(),
+                retry_policy: p.retry_policy.clone(),
+                destination: p.destination.clone(),
+                filter: p.filter.clone(),
             },
             source: p.source.clone(),
             store: p.store.clone(),
@@ -274,9 +282,8 @@ fn start_consumer<F: ProcessorFactory>(
     metrics::gauge!("kcl_shard_consumers").increment(1.0);
     tasks.spawn(
         async move {
-            let processor = factory.create(&lease.shard_id);
             let key = lease.lease_key.clone();
-            let exit = consumer.run(lease, processor, stop).await;
+            let exit = consumer.run(lease, &*factory, stop).await;
             metrics::gauge!("kcl_shard_consumers").decrement(1.0);
             (key, exit)
         }
