@@ -191,7 +191,8 @@ async fn check(case: Case) {
     run_until(&case, &stream, audited.clone(), &history, "worker-1", |h| h.finished_count() >= half).await;
     // The second worker must redo everything after the first one's checkpoints (and nothing may be missing).
     let mut checkpoints = HashMap::new();
-    for shard in history.lock().unwrap().put.keys() {
+    let shards: Vec<String> = history.lock().unwrap().put.keys().cloned().collect();
+    for shard in &shards {
         if let Some(lease) = store.get_lease(shard).await.unwrap() {
             checkpoints.insert(shard.clone(), lease.checkpoint);
         }
