@@ -36,6 +36,9 @@ use crate::types::{ExtendedSequenceNumber, InitialPosition, Record};
 pub(crate) trait ShardLeaseControl: CheckpointSink {
     /// Records the children of a finished shard on its lease.
     async fn update_child_shards(&self, lease_key: &str, child_shard_ids: &[String]) -> Result<(), KclError>;
+
+    /// Leases were created (children at a shard end): look for leases to take now.
+    fn leases_created(&self) {}
 }
 
 /// Why the worker stops a consumer.
@@ -390,8 +393,11 @@ impl ShardConsumer {
         let cfg = &self.config;
         let child_ids: Vec<String> = children.iter().map(|child| child.shard_id.clone()).collect();
         let steps = async {
-            let _created: Vec<String> =
+            let created: Vec<String> =
                 until_ok!("create_child_leases", cfg, stop, self.syncer.create_child_leases(&children))?;
+            if !created.is_empty() {
+                self.control.leases_created();
+            }
             if !child_ids.is_empty() {
                 until_ok!(
                     "update_child_shards",

@@ -171,7 +171,7 @@ impl<F: ProcessorFactory> Worker<F> {
             syncer: syncer.clone(),
         });
         let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
-        let sync_task = tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone()).in_current_span());
+        let sync_task = tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone()).in_current_span());
 
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
@@ -322,7 +322,12 @@ async fn handoff_done(coordinator: &LeaseCoordinatorHandle, lease_key: &str) {
 /// up), then again after each jittered interval; a failed sync is retried after a second. After each sync the leader
 /// deletes leases of shards that finished (and whose children started) at least `finished_lease_grace` ago. The
 /// children are known from the leases' `childShardIds`, so no extra `ListShards` call is needed.
-async fn sync_loop(syncer: Arc<ShardSyncer>, mut cleaner: LeaseCleaner, worker_id: String) {
+async fn sync_loop(
+    syncer: Arc<ShardSyncer>,
+    mut cleaner: LeaseCleaner,
+    worker_id: String,
+    coordinator: LeaseCoordinatorHandle,
+) {
     loop {
         let delay = match syncer.sync_if_leader(&worker_id).await {
             Ok(report) => {
@@ -334,6 +339,8 @@ async fn sync_loop(syncer: Arc<ShardSyncer>, mut cleaner: LeaseCleaner, worker_i
                         shards = report.shards_listed,
                         "shard sync created leases"
                     );
+                    // Without this a fresh fleet waits a whole take interval for its first leases.
+                    coordinator.wake_taker();
                 }
                 if report.is_some() {
                     match cleaner.run(&[]).await {
