@@ -252,7 +252,7 @@ async fn check(case: Case) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("KCL_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        cases: std::env::var("KCL_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
         failure_persistence: None,
         ..ProptestConfig::default()
     })]

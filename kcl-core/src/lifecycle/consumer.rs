@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::dispatch::{Batcher, Lanes};
+use super::dispatch::Lanes;
 use super::lane::{Lane, LaneHalt, LaneShared};
 use super::retry::{Stopped, until_ok};
 use super::watermark::Watermark;
@@ -254,8 +254,7 @@ impl ShardConsumer {
             auto_checkpoint: cfg.processing.auto_checkpoint(),
             single: processors.len() == 1,
         });
-        let mut lanes = Lanes::start(processors, &checkpointer, shared, stop);
-        let mut batcher = Batcher::new(&cfg.processing);
+        let mut lanes = Lanes::start(processors, &checkpointer, shared, &cfg.processing, stop);
         let records_filtered = metrics::counter!("kcl_records_filtered_total", "stream" => cfg.stream.to_string());
         let mut reader = match self.open_reader(&spec, &lease.checkpoint, stop).await {
             Ok(reader) => Some(reader),
@@ -274,7 +273,7 @@ impl ShardConsumer {
                     (taken, read)
                 }));
             }
-            let deadline = batcher.deadline();
+            let deadline = lanes.deadline();
             let event = tokio::select! {
                 biased;
                 reason = stop.requested() => break Err(ConsumerExit::Stopped(reason)),
@@ -294,7 +293,7 @@ impl ShardConsumer {
             let read = match event {
                 Event::Halted(halt) => break Err(self.halted(halt, stop).await),
                 Event::Deadline => {
-                    if let Err(halt) = self.send_ready(&mut lanes, &mut batcher, true, None, stop).await {
+                    if let Err(halt) = lanes.send_ready(false, None, stop).await {
                         break Err(self.halted(halt, stop).await);
                     }
                     continue;
@@ -331,16 +330,16 @@ impl ShardConsumer {
                             watermark.complete(index);
                             records_filtered.increment(1);
                         }
-                        _ => batcher.push(record, index),
+                        _ => lanes.push(record, index),
                     }
                 }
             }
             buffer = recycle(buffer, 0);
-            let empty_call = !read_any && batcher.is_empty() && cfg.call_process_records_even_for_empty;
+            let empty_call = !read_any && lanes.nothing_buffered() && cfg.call_process_records_even_for_empty;
             let sent = if empty_call {
-                lanes.dispatch(Vec::new(), Vec::new(), read.millis_behind_latest, stop).await
+                lanes.send_empty(read.millis_behind_latest, stop).await
             } else {
-                self.send_ready(&mut lanes, &mut batcher, read.shard_end, read.millis_behind_latest, stop).await
+                lanes.send_ready(read.shard_end, read.millis_behind_latest, stop).await
             };
             if let Err(halt) = sent {
                 break Err(self.halted(halt, stop).await);
@@ -356,21 +355,6 @@ impl ShardConsumer {
             (Ok(children), None) => self.finish_shard(lease, &mut lanes, stop, children).await,
         };
         (exit, lanes)
-    }
-
-    /// Sends the batches the batcher has ready (all of them when `all`).
-    async fn send_ready<P: RecordProcessor>(
-        &self,
-        lanes: &mut Lanes<P>,
-        batcher: &mut Batcher,
-        all: bool,
-        millis_behind_latest: Option<u64>,
-        stop: &mut StopSignal,
-    ) -> Result<(), LaneHalt> {
-        for (records, indices) in batcher.take_ready(all) {
-            lanes.dispatch(records, indices, millis_behind_latest, stop).await?;
-        }
-        Ok(())
     }
 
     /// A lane halted: when blocked, the shard stays where it is (nothing more is read or delivered) until the worker

@@ -1,6 +1,7 @@
-//! Between reading and processing: the [`Batcher`] (record, byte and time limits per batch) and the [`Lanes`]
-//! of a shard (spreading batches over concurrent processors by partition key, with bounded queues so a slow
-//! processor slows reading instead of filling memory).
+//! Between reading and processing: the [`Lanes`] of a shard spread records over concurrent processors by partition
+//! key, each lane with its own [`Batcher`] (record, byte and time limits per batch) — so every lane gets full
+//! batches, as Lambda's parallelization factor does — and a bounded queue, so a slow processor slows reading
+//! instead of filling memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +109,8 @@ pub(crate) struct Lanes<P: RecordProcessor> {
     tasks: JoinSet<(usize, Lane<P>, Result<(), LaneHalt>)>,
     /// Lanes that ended early (seen by [`halted`](Lanes::halted)), kept for their processors' final callbacks.
     ended: Vec<(usize, Lane<P>, Result<(), LaneHalt>)>,
+    /// One batcher per lane.
+    batchers: Vec<Batcher>,
     stream: Arc<str>,
 }
 
@@ -123,6 +126,7 @@ impl<P: RecordProcessor> Lanes<P> {
         processors: Vec<P>,
         checkpointer: &Checkpointer,
         shared: Arc<LaneShared>,
+        config: &ProcessingConfig,
         stop: &StopSignal,
     ) -> Self {
         let mut tasks = JoinSet::new();
@@ -140,34 +144,64 @@ impl<P: RecordProcessor> Lanes<P> {
                 .in_current_span(),
             );
         }
-        Self { senders, tasks, ended: Vec::new(), stream: shared.stream.clone() }
+        let batchers = senders.iter().map(|_| Batcher::new(config)).collect();
+        Self { senders, tasks, ended: Vec::new(), batchers, stream: shared.stream.clone() }
     }
 
-    /// Hands a batch to the lanes (spread by partition key when there are several). Waits while a lane is busy
-    /// with an earlier batch. `Err` when a stop is requested or a lane has halted (blocked).
-    pub(crate) async fn dispatch(
+    /// Buffers a record in its lane's batcher (by partition key).
+    pub(crate) fn push(&mut self, record: Record, index: u64) {
+        let lanes = self.batchers.len();
+        let lane = if lanes == 1 { 0 } else { lane_of(&record.partition_key, lanes) };
+        self.batchers[lane].push(record, index);
+    }
+
+    /// Whether no record is buffered.
+    pub(crate) fn nothing_buffered(&self) -> bool {
+        self.batchers.iter().all(Batcher::is_empty)
+    }
+
+    /// The earliest batching-window deadline of the lanes.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.batchers.iter().filter_map(Batcher::deadline).min()
+    }
+
+    /// Sends every full batch, and the rest too when `all` (shard end, zero window, deadline passed), taking the
+    /// lanes in turn so one busy lane holds up the others as little as possible. Waits while a lane's queue is
+    /// full. `Err` when a stop is requested or a lane has halted (blocked).
+    pub(crate) async fn send_ready(
         &mut self,
-        records: Vec<Record>,
-        indices: Vec<u64>,
+        all: bool,
         millis_behind_latest: Option<u64>,
         stop: &mut StopSignal,
     ) -> Result<(), LaneHalt> {
-        let lanes = self.senders.len();
-        if lanes == 1 {
-            return self.send(0, Delivery { records, indices, millis_behind_latest }, stop).await;
-        }
-        let mut split: Vec<Delivery> =
-            (0..lanes).map(|_| Delivery { records: Vec::new(), indices: Vec::new(), millis_behind_latest }).collect();
-        let empty = records.is_empty();
-        for (record, index) in records.into_iter().zip(indices) {
-            let lane = &mut split[lane_of(&record.partition_key, lanes)];
-            lane.records.push(record);
-            lane.indices.push(index);
-        }
-        for (lane, delivery) in split.into_iter().enumerate() {
-            if empty || !delivery.records.is_empty() {
-                self.send(lane, delivery, stop).await?;
+        let now = Instant::now();
+        let mut ready: Vec<std::collections::VecDeque<(Vec<Record>, Vec<u64>)>> = self
+            .batchers
+            .iter_mut()
+            .map(|batcher| {
+                let due = all || batcher.deadline().is_some_and(|deadline| deadline <= now);
+                batcher.take_ready(due).into()
+            })
+            .collect();
+        while ready.iter().any(|batches| !batches.is_empty()) {
+            for (lane, batches) in ready.iter_mut().enumerate() {
+                if let Some((records, indices)) = batches.pop_front() {
+                    self.send(lane, Delivery { records, indices, millis_behind_latest }, stop).await?;
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Delivers an empty batch to every lane (`call_process_records_even_for_empty`).
+    pub(crate) async fn send_empty(
+        &mut self,
+        millis_behind_latest: Option<u64>,
+        stop: &mut StopSignal,
+    ) -> Result<(), LaneHalt> {
+        for lane in 0..self.senders.len() {
+            let delivery = Delivery { records: Vec::new(), indices: Vec::new(), millis_behind_latest };
+            self.send(lane, delivery, stop).await?;
         }
         Ok(())
     }

@@ -171,7 +171,8 @@ impl<F: ProcessorFactory> Worker<F> {
             syncer: syncer.clone(),
         });
         let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
-        let sync_task = tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone()).in_current_span());
+        let sync_task =
+            tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone()).in_current_span());
 
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
