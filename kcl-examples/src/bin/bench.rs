@@ -12,6 +12,8 @@
 //! * `overhead` — framework overhead: one worker consumes a pre-filled in-memory stream (8 shards, and 1), plain
 //!   records and KPL aggregates; records/s from the first delivery to the last.
 //! * `latency` — put → process latency p50/p99/max with polling on kinesis-mock, per `idle_time_between_reads`.
+//! * `parallel` — one shard, 100 partition keys, a processor sleeping 5 ms per batch: throughput with parallelism
+//!   10 vs 1 (`cargo run --release -p kcl-examples --bin bench -- parallel`).
 //! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by a separate process with DynamoDB leases: wall
 //!   time, CPU per record, peak RSS.
 //!
@@ -26,6 +28,8 @@ mod emulator;
 mod latency;
 #[path = "bench/overhead.rs"]
 mod overhead;
+#[path = "bench/parallel.rs"]
+mod parallel;
 #[path = "bench/report.rs"]
 mod report;
 
@@ -51,6 +55,8 @@ enum Scenario {
     Latency(latency::LatencyArgs),
     /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
     E2e(e2e::E2eArgs),
+    /// Per-key parallelism within one shard for a slow processor (in memory, no emulators).
+    Parallel(parallel::ParallelArgs),
     /// The consumer process of `e2e` (started by it).
     #[command(hide = true)]
     E2eConsume(e2e::ConsumeArgs),
@@ -64,6 +70,7 @@ async fn main() {
         Scenario::Overhead(args) => overhead::run(args).await,
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::E2e(args) => e2e::run(args).await,
+        Scenario::Parallel(args) => parallel::run(args).await,
         Scenario::E2eConsume(args) => match e2e::consume(args, started).await {
             Ok(()) => return,
             Err(error) => {
