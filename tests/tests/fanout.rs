@@ -383,58 +383,15 @@ async fn two_fan_out_workers_process_every_record_in_shard_order() {
     client.delete_stream().stream_name(&name).enforce_consumer_deletion(true).send().await.expect("DeleteStream");
 }
 
-/// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it: (CA PEM, kinesis-mock cert JSON).
-fn generate_certificates() -> (String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let server = server_params.signed_by(&server_key, &ca).unwrap();
-    let json = serde_json::json!({ "server": { "key": server_key.serialize_pem(), "cert": server.pem() } });
-    (ca.pem(), json.to_string())
-}
-
 /// Real Kinesis serves SubscribeToShard over HTTP/2 on TLS only: this runs the fan-out reader through the SDK's
 /// rustls client (ALPN offers h2; kinesis-mock's TLS port picks it) against a private kinesis-mock whose
-/// certificate the test generated, trusted through a custom trust store. The shared kinesis-mock serves the
+/// certificate the harness generated, trusted through a custom trust store. The shared kinesis-mock serves the
 /// certificate chosen when the runner started it, which has no subject-alternative name, so rustls rejects it.
 #[tokio::test]
 async fn subscribes_over_tls_and_http2_with_a_generated_certificate() {
-    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     init_tracing();
-    let (ca_pem, cert_json) = generate_certificates();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("server.json");
-    std::fs::write(&cert_file, cert_json).unwrap();
-    let kinesis = kcl_tests::own_kinesis::OwnKinesis::start(&cert_file).await.expect("private kinesis-mock");
-
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(
-            TlsContext::builder().with_trust_store(TrustStore::empty().with_pem_certificate(ca_pem)).build().unwrap(),
-        )
-        .build_https();
-    let endpoint = format!("https://127.0.0.1:{}", kinesis.tls_port);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .endpoint_url(&endpoint)
-        .http_client(http_client)
-        .load()
-        .await;
-    let client = aws_sdk_kinesis::Client::new(&sdk);
-    // The listener may accept TCP a moment before TLS is ready.
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.list_streams().send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ready, "kinesis-mock answers over TLS at {endpoint}");
+    let kinesis = kcl_tests::own_kinesis::OwnKinesis::start_tls().await.expect("private kinesis-mock");
+    let client = kinesis.tls_client().await.expect("kinesis-mock answers over TLS");
 
     let name = unique_name("fanout-tls");
     create_stream(&client, &name, 1).await;
