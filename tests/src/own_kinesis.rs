@@ -126,11 +126,18 @@ impl OwnKinesis {
     /// returned once kinesis-mock answers over TLS (the listener may accept TCP a moment before TLS is ready; at
     /// most 20 s). Only after [`start_tls`](Self::start_tls).
     pub async fn tls_client(&self) -> Result<aws_sdk_kinesis::Client, String> {
+        self.tls_client_at(self.tls_port).await
+    }
+
+    /// Like [`tls_client`](Self::tls_client), through another port of 127.0.0.1 that leads to the TLS port (a
+    /// [`CuttingProxy`](crate::proxy::CuttingProxy), say).
+    pub async fn tls_client_at(&self, port: u16) -> Result<aws_sdk_kinesis::Client, String> {
         let ca_pem = self.ca_pem.as_deref().ok_or("no generated certificate: start with OwnKinesis::start_tls")?;
+        let endpoint = format!("https://127.0.0.1:{port}");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_credential_types::Credentials::for_tests())
-            .endpoint_url(self.tls_endpoint())
+            .endpoint_url(&endpoint)
             .http_client(https_client_trusting(ca_pem)?)
             .load()
             .await;
@@ -143,7 +150,7 @@ impl OwnKinesis {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(format!("kinesis-mock does not answer over TLS at {}: {last}", self.tls_endpoint()))
+        Err(format!("kinesis-mock does not answer over TLS at {endpoint}: {last}"))
     }
 
     /// Kills the process and waits for it to exit.
