@@ -3,6 +3,8 @@
 #![deny(missing_docs)]
 
 pub mod emulators;
+pub mod kinesis;
 pub mod own_kinesis;
+pub mod proxy;
 
 pub use emulators::{Emulators, emulators, unique_name};

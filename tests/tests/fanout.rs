@@ -1,43 +1,23 @@
-//! Enhanced fan-out against kinesis-mock: `RegisterStreamConsumer`/`DescribeStreamConsumer` and `SubscribeToShard`
-//! (over plain HTTP kinesis-mock streams the events on HTTP/1.1), through the same `RecordSource` trait as polling,
-//! and two workers built with `Retrieval::FanOut`.
+//! Enhanced fan-out readers against kinesis-mock: `RegisterStreamConsumer`/`DescribeStreamConsumer` and
+//! `SubscribeToShard` (over plain HTTP kinesis-mock streams the events on HTTP/1.1; over TLS it speaks HTTP/2),
+//! through the same `RecordSource` trait as polling. Workers built with `Retrieval::FanOut` are in
+//! `fanout_workers.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister};
-use kcl_core::lease::MemoryLeaseStore;
-use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
-use kcl_core::process::BatchResult;
 use kcl_core::retrieve::fanout::{FanOutConfig, FanOutSource};
 use kcl_core::retrieve::{ReadBatch, RecordSource, ShardReader, ShardSpec};
-use kcl_core::{
-    Batch, Checkpointer, ExtendedSequenceNumber, InitialPosition, KinesisRecord, RecordProcessor, Retrieval,
-    SequenceNumber, Worker,
-};
+use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord, SequenceNumber};
+use kcl_tests::kinesis::{create_stream, wait_active};
 use kcl_tests::{emulators, unique_name};
 
 /// What `PutRecords` reported: shard id → (sequence number, payload) in put order.
 type Written = BTreeMap<String, Vec<(String, String)>>;
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream");
-    wait_active(client, name).await;
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..200 {
-        let summary = client.describe_stream_summary().stream_name(name).send().await.expect("DescribeStreamSummary");
-        if summary.stream_description_summary.is_some_and(|s| s.stream_status == StreamStatus::Active) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {name} did not become ACTIVE");
-}
 
 async fn put(client: &aws_sdk_kinesis::Client, name: &str, prefix: &str, count: usize, written: &mut Written) {
     for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
@@ -111,9 +91,10 @@ async fn reads_in_order_restarts_after_a_checkpoint_and_follows_a_split() {
     let mut written = Written::new();
     put(&client, &name, "a", 400, &mut written).await;
     assert_eq!(written.len(), 2, "both shards got records");
-    // kinesis-mock keeps a consumer's subscription to a shard registered until it ends by itself (5 minutes), even
-    // after the client hung up, and answers a new one with ResourceInUseException meanwhile. AWS frees it when the
-    // connection closes. So each re-read of a shard below goes through a consumer of its own.
+    // kinesis-mock keeps a consumer's subscription to a shard registered until its next once-a-second event fails to
+    // reach the client that hung up, and answers a new subscription with ResourceInUseException meanwhile (measured:
+    // 1-3 s; the reader backs off and retries). Each re-read of a shard below goes through a consumer of its own so
+    // the test does not wait for that.
     let fresh = || FanOutSource::new(client.clone(), unique_name("app"), config()).unwrap();
     let source = fresh();
     let stream: Arc<str> = Arc::from(name.as_str());
@@ -277,164 +258,15 @@ async fn missing_streams_are_clear_non_retryable_errors() {
     assert!(!error.is_retryable(), "{error}");
 }
 
-/// Every batch each processor instance saw: (shard, instance number) → sequence numbers in delivery order.
-type Seen = Arc<Mutex<BTreeMap<(String, usize), Vec<SequenceNumber>>>>;
-
-struct Collect {
-    key: (String, usize),
-    seen: Seen,
-}
-
-#[async_trait::async_trait]
-impl RecordProcessor for Collect {
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
-        {
-            let mut seen = self.seen.lock().unwrap();
-            let list = seen.entry(self.key.clone()).or_default();
-            list.extend(batch.records.iter().map(|r| r.sequence_number.clone()));
-        }
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_fan_out_workers_process_every_record_in_shard_order() {
-    let client = emulators().kinesis_client().await;
-    let name = unique_name("fanout-worker");
-    create_stream(&client, &name, 4).await;
-    let app = unique_name("app");
-    let store = Arc::new(MemoryLeaseStore::new());
-    let seen: Seen = Arc::default();
-    let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut handles = Vec::new();
-    let mut tasks = Vec::new();
-    for id in ["w1", "w2"] {
-        let (seen, instances) = (seen.clone(), instances.clone());
-        let config = config();
-        // One consumer per worker only because kinesis-mock keeps a dropped subscription registered for 5 minutes
-        // (a lease moving between workers would otherwise wait that long); on AWS both use the application name.
-        let retrieval = Retrieval::FanOut { consumer_name: Some(format!("{app}-{id}")), config };
-        let worker = Worker::builder(name.as_str(), app.as_str())
-            .worker_id(id)
-            .kinesis_client(client.clone())
-            .retrieval(retrieval)
-            .lease_store(store.clone())
-            .initial_position(InitialPosition::TrimHorizon)
-            .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
-            .shard_sync_interval(Duration::from_secs(1))
-            .processor_factory(move |shard: &str| Collect {
-                key: (shard.to_owned(), instances.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
-                seen: seen.clone(),
-            })
-            .build()
-            .unwrap();
-        handles.push(worker.shutdown_handle());
-        tasks.push(tokio::spawn(worker.run()));
-    }
-
-    // Continuous puts while the workers start, balance and read.
-    let mut written: BTreeMap<String, Vec<SequenceNumber>> = BTreeMap::new();
-    for i in 0..400 {
-        let output = client
-            .put_record()
-            .stream_name(&name)
-            .partition_key(format!("key-{i}"))
-            .data(Blob::new(format!("record-{i}")))
-            .send()
-            .await
-            .expect("PutRecord");
-        written.entry(output.shard_id).or_default().push(output.sequence_number.parse().unwrap());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(written.len(), 4, "every shard got records");
-    let expected: BTreeSet<SequenceNumber> = written.values().flatten().cloned().collect();
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let processed: BTreeSet<SequenceNumber> = seen.lock().unwrap().values().flatten().cloned().collect();
-        if processed.is_superset(&expected) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out: {} of {} records processed",
-            processed.intersection(&expected).count(),
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for handle in &handles {
-        handle.shutdown();
-    }
-    for task in tasks {
-        tokio::time::timeout(Duration::from_secs(30), task).await.expect("worker stops").unwrap().unwrap();
-    }
-
-    // Each processor instance saw its shard's records strictly in order, and only that shard's records.
-    {
-        let seen = seen.lock().unwrap();
-        for ((shard, instance), sequences) in seen.iter() {
-            assert!(sequences.windows(2).all(|w| w[0] < w[1]), "shard {shard} instance {instance} out of order");
-            let own: BTreeSet<&SequenceNumber> = written.get(shard).map(|v| v.iter().collect()).unwrap_or_default();
-            assert!(sequences.iter().all(|s| own.contains(s)), "shard {shard} got another shard's records");
-        }
-    }
-    client.delete_stream().stream_name(&name).enforce_consumer_deletion(true).send().await.expect("DeleteStream");
-}
-
-/// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it: (CA PEM, kinesis-mock cert JSON).
-fn generate_certificates() -> (String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let server = server_params.signed_by(&server_key, &ca).unwrap();
-    let json = serde_json::json!({ "server": { "key": server_key.serialize_pem(), "cert": server.pem() } });
-    (ca.pem(), json.to_string())
-}
-
 /// Real Kinesis serves SubscribeToShard over HTTP/2 on TLS only: this runs the fan-out reader through the SDK's
 /// rustls client (ALPN offers h2; kinesis-mock's TLS port picks it) against a private kinesis-mock whose
-/// certificate the test generated, trusted through a custom trust store. The shared kinesis-mock serves the
+/// certificate the harness generated, trusted through a custom trust store. The shared kinesis-mock serves the
 /// certificate chosen when the runner started it, which has no subject-alternative name, so rustls rejects it.
 #[tokio::test]
 async fn subscribes_over_tls_and_http2_with_a_generated_certificate() {
-    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     init_tracing();
-    let (ca_pem, cert_json) = generate_certificates();
-    let dir = tempfile::tempdir().unwrap();
-    let cert_file = dir.path().join("server.json");
-    std::fs::write(&cert_file, cert_json).unwrap();
-    let kinesis = kcl_tests::own_kinesis::OwnKinesis::start(&cert_file).await.expect("private kinesis-mock");
-
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(
-            TlsContext::builder().with_trust_store(TrustStore::empty().with_pem_certificate(ca_pem)).build().unwrap(),
-        )
-        .build_https();
-    let endpoint = format!("https://127.0.0.1:{}", kinesis.tls_port);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .endpoint_url(&endpoint)
-        .http_client(http_client)
-        .load()
-        .await;
-    let client = aws_sdk_kinesis::Client::new(&sdk);
-    // The listener may accept TCP a moment before TLS is ready.
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.list_streams().send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(ready, "kinesis-mock answers over TLS at {endpoint}");
+    let kinesis = kcl_tests::own_kinesis::OwnKinesis::start_tls().await.expect("private kinesis-mock");
+    let client = kinesis.tls_client().await.expect("kinesis-mock answers over TLS");
 
     let name = unique_name("fanout-tls");
     create_stream(&client, &name, 1).await;

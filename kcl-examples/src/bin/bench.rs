@@ -11,7 +11,9 @@
 //!
 //! * `overhead` — framework overhead: one worker consumes a pre-filled in-memory stream (8 shards, and 1), plain
 //!   records and KPL aggregates; records/s from the first delivery to the last.
-//! * `latency` — put → process latency p50/p99/max with polling on kinesis-mock, per `idle_time_between_reads`.
+//! * `latency` — put → process latency p50/p99/max on kinesis-mock with polling (per `idle_time_between_reads`) and
+//!   with enhanced fan-out; by default against a private kinesis-mock over TLS + HTTP/2 (`--transport plain` uses
+//!   the given endpoint).
 //! * `parallel` — one shard, 100 partition keys, a processor sleeping 5 ms per batch: throughput with parallelism
 //!   10 vs 1 (`cargo run --release -p kcl-examples --bin bench -- parallel`).
 //! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by a separate process with DynamoDB leases: wall
@@ -51,7 +53,7 @@ struct Cli {
 enum Scenario {
     /// Framework overhead on the in-memory stream (no emulators needed).
     Overhead(overhead::OverheadArgs),
-    /// Put → process latency with polling on kinesis-mock (needs the emulators).
+    /// Put → process latency with polling and with fan-out on kinesis-mock (needs the emulators).
     Latency(latency::LatencyArgs),
     /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
     E2e(e2e::E2eArgs),

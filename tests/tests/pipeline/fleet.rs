@@ -1,6 +1,7 @@
 //! Fleets of workers on real Kinesis (kinesis-mock) and a real DynamoDB lease table (DynamoDB Local), with short
-//! lease timings so that balancing, handoffs and resharding happen within seconds; test resources that are deleted
-//! even when the test fails; waiting for conditions with generous deadlines.
+//! lease timings so that balancing, handoffs and resharding happen within seconds, reading by polling or with
+//! enhanced fan-out ([`RetrievalKind`]); test resources that are deleted even when the test fails; waiting for
+//! conditions with generous deadlines.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -11,8 +12,10 @@ use futures::FutureExt;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{Lease, LeaseStore};
 use kcl_core::retrieve::PollingConfig;
+use kcl_core::retrieve::RecordSource;
+use kcl_core::retrieve::fanout::{FanOutConfig, FanOutSource};
 use kcl_core::retrieve::memory_stream::MemoryStream;
-use kcl_core::{InitialPosition, KclError, ProcessorFactory, ShutdownHandle, Worker};
+use kcl_core::{InitialPosition, KclError, ProcessorFactory, Retrieval, ShutdownHandle, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
 use kcl_tests::{emulators, unique_name};
 use tokio::task::JoinHandle;
@@ -78,11 +81,24 @@ impl Env {
     }
 }
 
+/// How a fleet reads its shards: every pipeline scenario runs with both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetrievalKind {
+    /// `GetRecords` polling ([`Settings::polling`]).
+    Polling,
+    /// Enhanced fan-out ([`Settings::fan_out`]) through one stream consumer named after the application (the lease
+    /// table), shared by every worker of the test as on AWS. On the in-memory stream: a `FanOutSource` over the
+    /// stream's own `SubscribeApi`.
+    FanOut,
+}
+
 /// Worker settings for tests: 2 s leases, fast parent polls and shard syncs, short idle reads and retries.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    pub retrieval: RetrievalKind,
     pub lease_config: LeaseCoordinatorConfig,
     pub polling: PollingConfig,
+    pub fan_out: FanOutConfig,
     pub shard_sync_interval: Duration,
     pub parent_poll_interval: Duration,
     pub retry: (Duration, Duration),
@@ -91,6 +107,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            retrieval: RetrievalKind::Polling,
             lease_config: LeaseCoordinatorConfig::builder()
                 .lease_duration(Duration::from_secs(2))
                 .build()
@@ -102,6 +119,15 @@ impl Default for Settings {
                 retry_cap: Duration::from_secs(1),
                 ..PollingConfig::default()
             },
+            fan_out: FanOutConfig {
+                // kinesis-mock registers consumers in 10 ms (runner setting) and frees the subscription of a reader
+                // that went away (lease handoff, shutdown) within a second or two: short retries keep up with it.
+                retry_base: Duration::from_millis(100),
+                retry_cap: Duration::from_secs(1),
+                // kinesis-mock sends an event every second, also on an idle shard.
+                health_timeout: Duration::from_secs(20),
+                ..FanOutConfig::default()
+            },
             shard_sync_interval: Duration::from_secs(1),
             parent_poll_interval: Duration::from_millis(100),
             retry: (Duration::from_millis(20), Duration::from_millis(200)),
@@ -110,7 +136,38 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The same settings with another `GetRecords` limit (small limits make many batches per shard).
+    /// The default settings, reading with `retrieval`.
+    pub fn with(retrieval: RetrievalKind) -> Self {
+        Self { retrieval, ..Self::default() }
+    }
+
+    /// How workers on Kinesis read.
+    fn kinesis_retrieval(&self) -> Retrieval {
+        match self.retrieval {
+            RetrievalKind::Polling => Retrieval::Polling(self.polling.clone()),
+            RetrievalKind::FanOut => Retrieval::FanOut { consumer_name: None, config: self.fan_out.clone() },
+        }
+    }
+
+    /// The record source of workers on the in-memory stream: its own polling source, or fan-out over it with
+    /// in-memory pacing (no 1 s floor between subscribes, millisecond retries).
+    fn memory_source(&self, stream: &MemoryStream) -> Arc<dyn RecordSource> {
+        match self.retrieval {
+            RetrievalKind::Polling => Arc::new(stream.clone()),
+            RetrievalKind::FanOut => {
+                let config = FanOutConfig {
+                    min_time_between_subscribes: Duration::from_millis(5),
+                    retry_base: Duration::from_millis(5),
+                    retry_cap: Duration::from_millis(50),
+                    ..self.fan_out.clone()
+                };
+                Arc::new(FanOutSource::with_api(stream.clone(), "memory-consumer", config).expect("fan-out config"))
+            }
+        }
+    }
+
+    /// The same settings with another `GetRecords` limit (small limits make many batches per shard; fan-out
+    /// batches are the service's events, whatever the limit).
     pub fn max_records(mut self, max_records: usize) -> Self {
         self.polling.max_records = max_records;
         self
@@ -145,7 +202,7 @@ impl Fleet {
                 .lease_store(env.worker_store().await)
                 .initial_position(InitialPosition::TrimHorizon)
                 .lease_config(settings.lease_config.clone())
-                .polling_config(settings.polling.clone())
+                .retrieval(settings.kinesis_retrieval())
                 .shard_sync_interval(settings.shard_sync_interval)
                 .parent_poll_interval(settings.parent_poll_interval)
                 .retry_backoff(settings.retry.0, settings.retry.1)
@@ -158,7 +215,8 @@ impl Fleet {
         Self { members }
     }
 
-    /// Starts one worker per id on an in-memory stream (its own record source and shard lister) and lease store.
+    /// Starts one worker per id on an in-memory stream (its own shard lister; its polling source, or fan-out over it)
+    /// and lease store.
     pub fn start_memory<F: ProcessorFactory>(
         stream: &MemoryStream,
         store: &Arc<dyn LeaseStore>,
@@ -166,12 +224,13 @@ impl Fleet {
         settings: &Settings,
         factory: impl Fn(&str) -> F,
     ) -> Self {
+        init_tracing();
         let members = ids
             .iter()
             .map(|id| {
                 let worker = Worker::builder(stream.name().clone(), "memory-app")
                     .worker_id(id.as_str())
-                    .record_source(Arc::new(stream.clone()))
+                    .record_source(settings.memory_source(stream))
                     .shard_lister(Arc::new(stream.clone()))
                     .lease_store(store.clone())
                     .initial_position(InitialPosition::TrimHorizon)

@@ -2,11 +2,10 @@
 //! remember where they landed (as user records: sequence and sub-sequence number), split, merge, list, delete.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use bytes::Bytes;
 use kcl_core::deaggregate::{UserRecordInput, aggregate, partition_key_hash_key};
 use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister};
@@ -102,27 +101,7 @@ pub fn key_in(range: &HashKeyRange, seed: &str) -> String {
         .expect("some key hashes into any range of a stream with a handful of shards")
 }
 
-pub async fn create_stream(client: &Client, name: &str, shards: i32) {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream");
-    wait_active(client, name).await;
-}
-
-pub async fn wait_active(client: &Client, name: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let summary = client.describe_stream_summary().stream_name(name).send().await.expect("DescribeStreamSummary");
-        if summary.stream_description_summary.is_some_and(|s| s.stream_status == StreamStatus::Active) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "stream {name} did not become ACTIVE in 30 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Deletes the stream; errors are ignored (cleanup).
-pub async fn delete_stream(client: &Client, name: &str) {
-    let _ = client.delete_stream().stream_name(name).enforce_consumer_deletion(true).send().await;
-}
+pub use kcl_tests::kinesis::{create_stream, delete_stream, wait_active};
 
 /// Every shard of the stream, with lineage and hash ranges.
 pub async fn list_shards(client: &Client, name: &str) -> Vec<Shard> {

@@ -19,8 +19,8 @@ const MAX_BYTES_PER_CALL: usize = 10 << 20;
 /// A shard iterator of the in-memory stream: a shard, an index into its records, and when it was issued.
 #[derive(Clone, Debug)]
 pub struct MemoryIterator {
-    shard: Arc<str>,
-    position: usize,
+    pub(super) shard: Arc<str>,
+    pub(super) position: usize,
     issued: Instant,
 }
 

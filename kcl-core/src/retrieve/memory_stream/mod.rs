@@ -9,6 +9,9 @@
 //!   [`RecordSource`](crate::retrieve::RecordSource) through the very same
 //!   [`PollingFetcher`](crate::retrieve::PollingFetcher) code as Kinesis, and
 //!   [`ShardLister`](crate::discover::ShardLister).
+//! * It implements [`SubscribeApi`](crate::retrieve::fanout::SubscribeApi) too, so a
+//!   [`FanOutSource`](crate::retrieve::fanout::FanOutSource) reads it like enhanced fan-out: events, renewals, and
+//!   the final event of a closed shard with its children.
 //! * Fault injection ([`FaultConfig`], [`MemoryStream::script_faults`]) makes every recovery path reachable.
 //!
 //! Speed: a put locks one shard; a read locks one shard once per batch and clones records (reference counts only).
@@ -27,9 +30,11 @@ use crate::error::KclError;
 use crate::types::{HashKeyRange, KinesisRecord, SequenceNumber, SequenceNumberRange, Shard};
 
 mod api;
+mod fanout;
 mod faults;
 
 pub use api::MemoryIterator;
+pub use fanout::MemorySubscription;
 pub use faults::{Fault, FaultConfig, FaultCounts};
 
 /// Settings of a [`MemoryStream`].

@@ -1,14 +1,22 @@
-//! `latency`: put → process latency with polling, on kinesis-mock with DynamoDB Local leases.
+//! `latency`: put → process latency with polling and with enhanced fan-out, on kinesis-mock with DynamoDB Local
+//! leases.
 //!
 //! A producer puts `rate` records per second for `seconds` seconds into a fresh 2-shard stream, each carrying the
 //! wall-clock time taken just before its `PutRecord` call; the processor notes the wall-clock time a batch reaches
 //! `process_records`. Latency = receive time − put time, for the first delivery of each record. Production starts
 //! once the worker has initialised a processor for every shard, plus a short settling pause, so the readers are
-//! polling a caught-up shard, as in steady state.
+//! polling (or subscribed to) a caught-up shard, as in steady state.
 //!
 //! With polling, latency is dominated by `idle_time_between_reads`: a reader that finds a shard caught up waits
 //! (adaptively, up to that idle time) before the next `GetRecords`, and a record that arrives meanwhile waits with
-//! it. Each idle time given is measured separately (default: Java KCL's 1500 ms, then 200 ms).
+//! it. Each idle time given is measured separately (default: Java KCL's 1500 ms, then 200 ms). With fan-out the
+//! service pushes records; kinesis-mock 0.6.2 pushes on a fixed one-second tick (AWS: ~70 ms propagation), which
+//! bounds what the emulator can show.
+//!
+//! Transport (`--transport`): `tls` (default) starts a private kinesis-mock with a generated certificate and reaches
+//! it over TLS with HTTP/2, as AWS serves `SubscribeToShard` (`kcl_tests::own_kinesis`), for every run, polling
+//! included, so both retrievals are measured against the same emulator; `plain` uses the given Kinesis endpoint over
+//! HTTP (kinesis-mock then streams fan-out events on HTTP/1.1).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,11 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::Blob;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use kcl_core::process::{BatchResult, InitializeInput, ProcessorError};
 use kcl_core::retrieve::PollingConfig;
-use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
+use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Retrieval, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
+use kcl_tests::own_kinesis::OwnKinesis;
 use tokio::sync::Notify;
 
 use crate::emulator::{self, EndpointArgs};
@@ -31,9 +40,15 @@ use crate::report::{Report, quantile};
 pub struct LatencyArgs {
     #[command(flatten)]
     endpoints: EndpointArgs,
+    /// Retrievals to measure (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![Kind::Polling, Kind::Fanout])]
+    retrievals: Vec<Kind>,
     /// Polling idle times to measure, in milliseconds (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = vec![1500, 200])]
     idle_ms: Vec<u64>,
+    /// How the benchmark reaches Kinesis: a private kinesis-mock over TLS + HTTP/2, or the given endpoint over HTTP.
+    #[arg(long, value_enum, default_value_t = Transport::Tls)]
+    transport: Transport,
     /// Records put per second.
     #[arg(long, default_value_t = 20)]
     rate: u32,
@@ -46,6 +61,24 @@ pub struct LatencyArgs {
     /// Runs per idle time; the printed value is the median.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+}
+
+/// A retrieval to measure.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `GetRecords` polling, once per `--idle-ms` value.
+    Polling,
+    /// Enhanced fan-out (`SubscribeToShard`), default `FanOutConfig`.
+    Fanout,
+}
+
+/// How Kinesis is reached.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// A private kinesis-mock with a generated certificate, over TLS with HTTP/2 (as AWS serves fan-out).
+    Tls,
+    /// The given kinesis-mock endpoint (`KCL_TEST_KINESIS_ENDPOINT`) over plain HTTP.
+    Plain,
 }
 
 const RECORD_BYTES: usize = 100;
@@ -123,40 +156,77 @@ async fn wait_until(shared: &Shared, timeout: Duration, done: impl Fn(&Shared) -
 
 pub async fn run(args: LatencyArgs) -> Result<Report, Box<dyn std::error::Error>> {
     let endpoints = args.endpoints.resolve("latency")?;
-    let kinesis = emulator::kinesis_client(&endpoints).await;
+    let (kinesis, own) = match args.transport {
+        Transport::Tls => {
+            eprintln!("latency: starting a private kinesis-mock on TLS with a generated certificate");
+            let own = OwnKinesis::start_tls().await?;
+            (own.tls_client().await?, Some(own))
+        }
+        Transport::Plain => (emulator::kinesis_client(&endpoints).await, None),
+    };
     let dynamodb = emulator::dynamodb_client(&endpoints).await;
     let mut report = Report::new("latency");
     report.param("rate_records_per_s", args.rate);
     report.param("producer_seconds", args.seconds);
     report.param("shards", args.shards);
     report.param("repeat", args.repeat as u64);
-    report.param("kinesis_endpoint", endpoints.kinesis.clone());
+    report.param(
+        "kinesis",
+        match &own {
+            Some(own) => format!("private kinesis-mock, {} (TLS, HTTP/2 via ALPN)", own.tls_endpoint()),
+            None => format!("{} (plain HTTP; fan-out events on HTTP/1.1)", endpoints.kinesis),
+        },
+    );
     report.note(
         "latency = wall time when process_records receives the batch - wall time just before the PutRecord call; \
-         polling with PollingConfig::default() except idle_time_between_reads (min_time_between_calls 200 ms)",
+         polling with PollingConfig::default() except idle_time_between_reads (min_time_between_calls 200 ms); \
+         fan-out with FanOutConfig::default() (kinesis-mock pushes events once a second)",
     );
-    for run in 0..args.repeat {
-        for &idle_ms in &args.idle_ms {
-            eprintln!("latency: run {} of {}, idle_time_between_reads {idle_ms} ms", run + 1, args.repeat);
-            let stream = emulator::unique_name("bench-latency");
-            let table = format!("{stream}-leases");
-            let outcome = one_run(&args, &kinesis, &dynamodb, &stream, &table, Duration::from_millis(idle_ms)).await;
-            emulator::clean_up(&kinesis, &dynamodb, &stream, &table).await;
-            let mut latencies = outcome?;
-            latencies.sort_by(f64::total_cmp);
-            let name = format!("latency_idle_{idle_ms}ms");
-            let (p50, p99, max) =
-                (quantile(&latencies, 0.5), quantile(&latencies, 0.99), latencies.last().copied().unwrap_or(f64::NAN));
-            eprintln!(
-                "latency: {name}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms ({} records)",
-                latencies.len()
-            );
-            report.metric(format!("{name}_p50"), p50, "ms");
-            report.metric(format!("{name}_p99"), p99, "ms");
-            report.metric(format!("{name}_max"), max, "ms");
-            report.metric(format!("{name}_records"), latencies.len() as f64, "records");
+    let mut variants: Vec<(String, Retrieval)> = Vec::new();
+    for kind in &args.retrievals {
+        match kind {
+            Kind::Polling => variants.extend(args.idle_ms.iter().map(|&idle_ms| {
+                let polling = PollingConfig {
+                    idle_time_between_reads: Duration::from_millis(idle_ms),
+                    ..PollingConfig::default()
+                };
+                (format!("latency_polling_idle_{idle_ms}ms"), Retrieval::Polling(polling))
+            })),
+            Kind::Fanout => variants.push(("latency_fanout".to_owned(), Retrieval::fan_out())),
         }
     }
+    let result = async {
+        for run in 0..args.repeat {
+            for (name, retrieval) in &variants {
+                eprintln!("latency: run {} of {}, {name}", run + 1, args.repeat);
+                let stream = emulator::unique_name("bench-latency");
+                let table = format!("{stream}-leases");
+                let outcome = one_run(&args, &kinesis, &dynamodb, &stream, &table, retrieval.clone()).await;
+                emulator::clean_up(&kinesis, &dynamodb, &stream, &table).await;
+                let mut latencies = outcome?;
+                latencies.sort_by(f64::total_cmp);
+                let (p50, p99, max) = (
+                    quantile(&latencies, 0.5),
+                    quantile(&latencies, 0.99),
+                    latencies.last().copied().unwrap_or(f64::NAN),
+                );
+                eprintln!(
+                    "latency: {name}: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms ({} records)",
+                    latencies.len()
+                );
+                report.metric(format!("{name}_p50"), p50, "ms");
+                report.metric(format!("{name}_p99"), p99, "ms");
+                report.metric(format!("{name}_max"), max, "ms");
+                report.metric(format!("{name}_records"), latencies.len() as f64, "records");
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    }
+    .await;
+    if let Some(own) = own {
+        own.stop().await;
+    }
+    result?;
     Ok(report)
 }
 
@@ -166,7 +236,7 @@ async fn one_run(
     dynamodb: &aws_sdk_dynamodb::Client,
     stream: &str,
     table: &str,
-    idle: Duration,
+    retrieval: Retrieval,
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     emulator::create_stream(kinesis, stream, args.shards).await?;
     let store = DynamoLeaseStore::builder(dynamodb.clone(), table).build().await?;
@@ -176,7 +246,7 @@ async fn one_run(
         .kinesis_client(kinesis.clone())
         .lease_store(Arc::new(store))
         .initial_position(InitialPosition::TrimHorizon)
-        .polling_config(PollingConfig { idle_time_between_reads: idle, ..PollingConfig::default() })
+        .retrieval(retrieval)
         .processor_factory(move |_shard: &str| LatencyProcessor { shared: for_factory.clone() })
         .build()?;
     let shutdown = worker.shutdown_handle();
