@@ -39,8 +39,15 @@ pub struct LeaseLostInput {
 /// Delivery is **at least once**: after a crash, a lease move or a failed batch, records after the last checkpoint
 /// are delivered again. Checkpoint only what you have fully processed.
 ///
-/// An error (or a panic) in `process_records` does not skip the batch, as Java KCL does: the same batch is delivered
-/// again after a backoff, and the checkpoint stays where it is.
+/// An error (or a panic) in `process_records` does not skip the batch, as Java KCL does: the records are delivered
+/// again after a backoff, and the checkpoint stays before them, until they succeed or the consumer's
+/// [`RetryPolicy`](super::RetryPolicy) gives up on them (blocking the shard, or handing them to a
+/// [`FailureDestination`](super::FailureDestination)). Report individual bad records with
+/// [`BatchFailure::records`](super::BatchFailure::records) so only they are retried.
+///
+/// With [`ProcessingConfig::parallelism`](super::ProcessingConfig::parallelism) above 1 the factory makes several
+/// processors per shard, each given the records of some partition keys; each processor is still called from one
+/// task at a time.
 #[async_trait]
 pub trait RecordProcessor: Send + 'static {
     /// Called once before the first batch.
@@ -49,7 +56,12 @@ pub trait RecordProcessor: Send + 'static {
         Ok(())
     }
 
-    /// Processes one batch, in shard order. Use `checkpointer` to record progress (every batch, or less often).
+    /// Processes one batch, in shard order. Use `checkpointer` to record progress (every batch, or less often), or
+    /// let the framework do it ([`Checkpointing::AfterEachBatch`](super::Checkpointing::AfterEachBatch)).
+    ///
+    /// Return `Ok(())` when every record was processed, an error for the whole batch, or
+    /// [`BatchFailure::records`](super::BatchFailure::records) naming the records that failed. Do not checkpoint past
+    /// a record you then report as failed: a stored checkpoint cannot be taken back, so such a failure is ignored.
     ///
     /// The batch is borrowed because the framework may deliver the same records again: after an error here, or to
     /// the next owner of the lease after a crash. Clone what you keep (clones are cheap: payloads are `Bytes`).
