@@ -16,6 +16,9 @@
 //!   the given endpoint).
 //! * `parallel` — one shard, 100 partition keys, a processor sleeping 5 ms per batch: throughput with parallelism
 //!   10 vs 1 (`cargo run --release -p kcl-examples --bin bench -- parallel`).
+//! * `leases` — lease coordination on the memory store or DynamoDB Local (`KCL_TEST_DYNAMODB_ENDPOINT`): requests per
+//!   lease-hour in both renewal modes, convergence, crash failover and graceful handoff times.
+//! * `scale` — one worker holding 1,000 leases on the in-memory stream and store: RSS and CPU idle and under load.
 //! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by a separate process with DynamoDB leases: wall
 //!   time, CPU per record, peak RSS.
 //!
@@ -28,12 +31,16 @@ mod e2e;
 mod emulator;
 #[path = "bench/latency.rs"]
 mod latency;
+#[path = "bench/leases.rs"]
+mod leases;
 #[path = "bench/overhead.rs"]
 mod overhead;
 #[path = "bench/parallel.rs"]
 mod parallel;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/scale.rs"]
+mod scale;
 
 use std::time::Instant;
 
@@ -59,6 +66,10 @@ enum Scenario {
     E2e(e2e::E2eArgs),
     /// Per-key parallelism within one shard for a slow processor (in memory, no emulators).
     Parallel(parallel::ParallelArgs),
+    /// Lease coordination: store requests per lease-hour in both renewal modes, convergence, failover, handoff.
+    Leases(leases::LeasesArgs),
+    /// One worker holding 1,000 leases: RSS and CPU while idle and under load (in memory, no emulators).
+    Scale(scale::ScaleArgs),
     /// The consumer process of `e2e` (started by it).
     #[command(hide = true)]
     E2eConsume(e2e::ConsumeArgs),
@@ -73,6 +84,8 @@ async fn main() {
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::E2e(args) => e2e::run(args).await,
         Scenario::Parallel(args) => parallel::run(args).await,
+        Scenario::Leases(args) => leases::run(args).await,
+        Scenario::Scale(args) => scale::run(args).await,
         Scenario::E2eConsume(args) => match e2e::consume(args, started).await {
             Ok(()) => return,
             Err(error) => {

@@ -1,4 +1,4 @@
-//! Lease coordination benchmark: a fleet of in-process workers sharing one lease store, in each renewal mode.
+//! `leases`: lease coordination — a fleet of in-process workers sharing one lease store, in each renewal mode.
 //!
 //! For each mode it measures, in real time:
 //! * time for all workers to converge to an even split,
@@ -12,16 +12,16 @@
 //! counts are DynamoDB data-plane requests (both tables in heartbeat mode).
 //!
 //! ```text
-//! cargo run --release -p kcl-examples --bin bench_leases -- --seconds 20
+//! cargo run --release -p kcl-examples --bin bench -- leases --seconds 20
 //! cargo run -q -p kcl-tests --bin emulators -- run -- \
-//!     bash -c 'cargo run -p kcl-examples --bin bench_leases -- --seconds 60 --dynamodb-endpoint "$KCL_TEST_DYNAMODB_ENDPOINT"'
+//!     cargo run --release -p kcl-examples --bin bench -- leases --seconds 60   # DynamoDB Local (env var)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 use kcl_core::ExtendedSequenceNumber;
 use kcl_core::lease::{
     Lease, LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent, LeaseStore, MemoryLeaseStore,
@@ -30,9 +30,11 @@ use kcl_core::lease::{
 use kcl_dynamo_lease::DynamoLeaseStore;
 use tokio::time::Instant;
 
-#[derive(Parser, Debug)]
-#[command(about = "Benchmark lease coordination: writes and reads per lease-hour, convergence and failover times")]
-struct Args {
+use crate::report::Report;
+
+/// Options of `bench leases`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeasesArgs {
     /// Length of the steady-state measurement window, in seconds.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
@@ -196,19 +198,20 @@ impl Fleet {
     }
 }
 
-fn print(name: &str, value: f64, unit: &str) {
-    println!("{name}: {value:.1} {unit}");
-}
-
-fn print_time(name: &str, value: Option<Duration>) {
+fn print_time(report: &mut Report, name: &str, value: Option<Duration>) {
     match value {
-        Some(d) => print(name, d.as_secs_f64() * 1000.0, "ms"),
-        None => println!("{name}: timeout"),
+        Some(d) => report.metric(name, d.as_secs_f64() * 1000.0, "ms"),
+        None => report.note(format!("{name}: timeout")),
     }
 }
 
 /// Runs the scenario; returns the steady-state writes per lease-hour.
-async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn std::error::Error>> {
+async fn one_run(
+    report: &mut Report,
+    backend: Backend,
+    mode: Mode,
+    args: &LeasesArgs,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let prefix = format!("{}.{}", backend.name, mode.name());
     let config = LeaseCoordinatorConfig::builder()
         .lease_duration(Duration::from_millis(args.lease_duration_ms))
@@ -232,10 +235,10 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn s
         fleet.handles.insert(id, handle);
     }
     let slow = config.lease_duration() * 30 + config.take_interval() * 4;
-    print_time(&format!("{prefix}.time_to_converge"), fleet.wait(slow, Fleet::balanced).await);
+    print_time(report, &format!("{prefix}.time_to_converge"), fleet.wait(slow, Fleet::balanced).await);
     let converged = (backend.counts)();
-    print(&format!("{prefix}.writes_to_converge"), (converged.writes - created.writes) as f64, "writes");
-    print(&format!("{prefix}.renewal_interval"), config.renewal_interval().as_secs_f64() * 1000.0, "ms");
+    report.metric(format!("{prefix}.writes_to_converge"), (converged.writes - created.writes) as f64, "writes");
+    report.metric(format!("{prefix}.renewal_interval"), config.renewal_interval().as_secs_f64() * 1000.0, "ms");
 
     // Steady state.
     let before = (backend.counts)();
@@ -244,9 +247,9 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn s
     let after = (backend.counts)();
     let lease_hours = args.leases as f64 * window.as_secs_f64() / 3600.0;
     let writes_per_lease_hour = (after.writes - before.writes) as f64 / lease_hours;
-    print(&format!("{prefix}.writes_per_lease_hour"), writes_per_lease_hour, "writes");
-    print(&format!("{prefix}.reads_per_lease_hour"), (after.reads - before.reads) as f64 / lease_hours, "reads");
-    print(&format!("{prefix}.balanced_after_window"), f64::from(u8::from(fleet.balanced())), "bool");
+    report.metric(format!("{prefix}.writes_per_lease_hour"), writes_per_lease_hour, "writes");
+    report.metric(format!("{prefix}.reads_per_lease_hour"), (after.reads - before.reads) as f64 / lease_hours, "reads");
+    report.metric(format!("{prefix}.balanced_after_window"), f64::from(u8::from(fleet.balanced())), "bool");
 
     // Crash failover: abort the last worker; its leases must be acquired elsewhere.
     let (victim, handle) = fleet.handles.pop_last().ok_or("no workers")?;
@@ -254,7 +257,7 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn s
     let crashed_at = Instant::now();
     handle.abort();
     let failover = fleet.wait(slow, |f| f.ledger.acquired_by_others_since(&orphans, &victim, crashed_at)).await;
-    print_time(&format!("{prefix}.crash_failover"), failover);
+    print_time(report, &format!("{prefix}.crash_failover"), failover);
     fleet.wait(slow, Fleet::balanced).await;
 
     // Graceful handoff: shut the next worker down; its leases must be acquired elsewhere.
@@ -263,8 +266,8 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn s
     let stopped_at = Instant::now();
     handle.shutdown().await?;
     let handoff = fleet.wait(slow, |f| f.ledger.acquired_by_others_since(&handed, &leaving, stopped_at)).await;
-    print_time(&format!("{prefix}.graceful_handoff"), handoff);
-    print_time(&format!("{prefix}.total_run"), Some(started.elapsed()));
+    print_time(report, &format!("{prefix}.graceful_handoff"), handoff);
+    print_time(report, &format!("{prefix}.total_run"), Some(started.elapsed()));
 
     for handle in fleet.handles.values() {
         handle.shutdown().await?;
@@ -272,16 +275,16 @@ async fn run(backend: Backend, mode: Mode, args: &Args) -> Result<f64, Box<dyn s
     Ok(writes_per_lease_hour)
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
+pub async fn run(args: LeasesArgs) -> Result<Report, Box<dyn std::error::Error>> {
+    let mut report = Report::new("leases");
+    report.param("leases", args.leases as u64);
+    report.param("workers", args.workers as u64);
+    report.param("lease_duration_ms", args.lease_duration_ms);
+    report.param("window_seconds", args.seconds);
+    report.param("store", if args.dynamodb_endpoint.is_some() { "dynamodb-local" } else { "memory" });
     // Java KCL renews every lease every failoverTimeMillis / 3 − 25 ms.
     let kcl_interval = (args.lease_duration_ms / 3).saturating_sub(25).max(1) as f64 / 1000.0;
-    print("java_kcl.renewal_writes_per_lease_hour", 3600.0 / kcl_interval, "writes");
+    report.metric("java_kcl.renewal_writes_per_lease_hour", 3600.0 / kcl_interval, "writes");
     let modes = match args.mode {
         Some(mode) => vec![mode],
         None => vec![Mode::PerLease, Mode::Heartbeat],
@@ -294,16 +297,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None => (memory_backend(), Cleanup::default()),
         };
         let name = backend.name.clone();
-        let result = run(backend, mode, &args).await;
+        eprintln!("leases: {name}, {}", mode.name());
+        let result = one_run(&mut report, backend, mode, &args).await;
         cleanup.run().await;
         writes.push((name, mode, result?));
     }
     if let [(name, Mode::PerLease, per_lease), (_, Mode::Heartbeat, heartbeat)] = writes.as_slice() {
-        print(
-            &format!("{name}.write_ratio_per_lease_over_heartbeat"),
+        report.metric(
+            format!("{name}.write_ratio_per_lease_over_heartbeat"),
             per_lease / heartbeat.max(f64::MIN_POSITIVE),
             "x",
         );
     }
-    Ok(())
+    Ok(report)
 }
