@@ -18,9 +18,9 @@ impl CheckpointSink for CoordinatorControl {
     async fn checkpoint(&self, lease_key: &str, position: &ExtendedSequenceNumber) -> Result<(), KclError> {
         let written = self.0.checkpoint(lease_key, position).await;
         if written.is_ok() {
-            metrics::counter!("kcl_checkpoints_total", "outcome" => "ok").increment(1);
+            metrics::counter!(crate::telemetry::CHECKPOINTS, "outcome" => "ok").increment(1);
         } else {
-            metrics::counter!("kcl_checkpoints_total", "outcome" => "failed").increment(1);
+            metrics::counter!(crate::telemetry::CHECKPOINTS, "outcome" => "failed").increment(1);
         }
         written
     }
