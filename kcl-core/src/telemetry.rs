@@ -27,7 +27,7 @@
 //! | `kcl_processor_panics_total` | counter | count | call | processor callbacks that panicked |
 //! | `kcl_shard_consumers` | gauge | count | — | shard consumers running in this process |
 //! | `kcl_shard_consumer_failures_total` | counter | count | — | shard consumers that stopped on a non-retryable error |
-//! | `kcl_checkpoints_total` | counter | count | outcome | checkpoint writes; outcome `ok` or `failed` |
+//! | `kcl_checkpoints_total` | counter | count | worker, outcome | checkpoint writes; outcome `ok` or `failed` |
 //! | `kcl_leases_held` | gauge | count | worker | leases the worker currently processes |
 //! | `kcl_leases_taken_total` | counter | count | worker | expired or unowned leases taken |
 //! | `kcl_leases_stolen_total` | counter | count | worker | leases stolen from a busier worker (graceful handoff) |
@@ -145,7 +145,7 @@ catalogue! {
         "Shard consumers running in this process";
     SHARD_CONSUMER_FAILURES = "kcl_shard_consumer_failures_total", Counter, Count, [],
         "Shard consumers that stopped on a non-retryable error";
-    CHECKPOINTS = "kcl_checkpoints_total", Counter, Count, ["outcome"],
+    CHECKPOINTS = "kcl_checkpoints_total", Counter, Count, ["worker", "outcome"],
         "Checkpoint writes, outcome ok or failed";
     LEASES_HELD = "kcl_leases_held", Gauge, Count, ["worker"],
         "Leases this worker currently processes";

@@ -257,8 +257,11 @@ async fn a_known_run_produces_the_documented_figures() {
     assert_eq!(m.counter(t::RECORDS_FAILED, &stream_label), 0);
     assert_eq!(m.counter(t::LEASES_TAKEN, &[("worker", "metrics-worker")]), 2, "one take per shard");
     assert_eq!(m.counter(t::LEASES_LOST, &[("worker", "metrics-worker")]), 0);
-    assert!(m.counter(t::CHECKPOINTS, &[("outcome", "ok")]) >= 1, "checkpoints were written");
-    assert_eq!(m.counter(t::CHECKPOINTS, &[("outcome", "failed")]), 0);
+    assert!(
+        m.counter(t::CHECKPOINTS, &[("worker", "metrics-worker"), ("outcome", "ok")]) >= 1,
+        "checkpoints were written"
+    );
+    assert_eq!(m.counter(t::CHECKPOINTS, &[("worker", "metrics-worker"), ("outcome", "failed")]), 0);
 
     shutdown.shutdown();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::FutureExt;
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::mpsc;
 
 use super::consumer::StopSignal;
@@ -69,12 +70,36 @@ pub(crate) struct Lane<P> {
     pub(crate) checkpointer: Checkpointer,
     shared: Arc<LaneShared>,
     backoff: Backoff,
+    metrics: LaneMetrics,
+}
+
+/// The handles bumped on every call, registered once per lane so the hot path allocates no labels.
+struct LaneMetrics {
+    attempts: Counter,
+    duration: Histogram,
+    records: Counter,
+    bytes: Counter,
+    pending: Gauge,
+}
+
+impl LaneMetrics {
+    fn new(shared: &LaneShared) -> Self {
+        let (stream, shard) = (shared.stream.to_string(), shared.shard_id.to_string());
+        Self {
+            attempts: metrics::counter!(telemetry::PROCESS_ATTEMPTS, "stream" => stream.clone()),
+            duration: metrics::histogram!(telemetry::PROCESS_DURATION, "stream" => stream.clone()),
+            records: metrics::counter!(telemetry::RECORDS_PROCESSED, "stream" => stream.clone(), "shard" => shard.clone()),
+            bytes: metrics::counter!(telemetry::BYTES_PROCESSED, "stream" => stream.clone(), "shard" => shard.clone()),
+            pending: metrics::gauge!(telemetry::WATERMARK_PENDING, "stream" => stream, "shard" => shard),
+        }
+    }
 }
 
 impl<P: RecordProcessor> Lane<P> {
     pub(crate) fn new(processor: P, checkpointer: Checkpointer, shared: Arc<LaneShared>) -> Self {
         let backoff = Backoff::new(shared.policy.backoff_base, shared.policy.backoff_cap);
-        Self { processor, checkpointer, shared, backoff }
+        let metrics = LaneMetrics::new(&shared);
+        Self { processor, checkpointer, shared, backoff, metrics }
     }
 
     /// Processes deliveries until the input closes (`Ok`) or the lane halts.
@@ -203,12 +228,11 @@ impl<P: RecordProcessor> Lane<P> {
         let WorkItem { records, indices, failed_calls, first_failure, last_error } = item;
         self.permit(records.last().map(Record::extended_sequence_number));
         let batch = Batch { records, millis_behind_latest, shard_id: self.shared.shard_id.clone() };
-        metrics::counter!(telemetry::PROCESS_ATTEMPTS, "stream" => self.shared.stream.to_string()).increment(1);
+        self.metrics.attempts.increment(1);
         let call = std::panic::AssertUnwindSafe(self.processor.process_records(&batch, &mut self.checkpointer));
         let started = std::time::Instant::now();
         let result = call.catch_unwind().await;
-        metrics::histogram!(telemetry::PROCESS_DURATION, "stream" => self.shared.stream.to_string())
-            .record(started.elapsed());
+        self.metrics.duration.record(started.elapsed());
         let item = WorkItem { records: batch.records, indices, failed_calls, first_failure, last_error };
         let outcome = match result {
             Ok(Ok(())) => CallOutcome::Succeeded,
@@ -306,16 +330,11 @@ impl<P: RecordProcessor> Lane<P> {
             for &index in indices {
                 watermark.complete(index);
             }
-            metrics::gauge!(telemetry::WATERMARK_PENDING, "stream" => self.shared.stream.to_string(), "shard" => self.shared.shard_id.to_string())
-                .set(watermark.pending() as f64);
+            self.metrics.pending.set(watermark.pending() as f64);
         }
         if !processed.is_empty() {
-            let (stream, shard) = (self.shared.stream.to_string(), self.shared.shard_id.to_string());
-            let bytes: usize = processed.iter().map(|r| r.data.len()).sum();
-            metrics::counter!(telemetry::BYTES_PROCESSED, "stream" => stream.clone(), "shard" => shard.clone())
-                .increment(bytes as u64);
-            metrics::counter!(telemetry::RECORDS_PROCESSED, "stream" => stream, "shard" => shard)
-                .increment(processed.len() as u64);
+            self.metrics.bytes.increment(processed.iter().map(|r| r.data.len() as u64).sum());
+            self.metrics.records.increment(processed.len() as u64);
         }
     }
 
