@@ -1,6 +1,7 @@
 //! The documented metrics (`kcl_core::telemetry`) appear with the right values for known runs on the in-memory
 //! stream: records and bytes processed equal what was put, leases held equal the shards, attempts and failures
-//! move by known amounts for a failing batch, filtered and given-up records are counted exactly.
+//! move by known amounts for a failing batch, filtered and given-up records are counted exactly, GetRecords calls,
+//! errors and throttles match what the stream served and injected.
 //!
 //! Recorders are process-global, so this file is its own test binary; its tests use distinct stream names and
 //! worker ids, and every assertion selects the series by those labels.
@@ -13,7 +14,7 @@ use std::time::Duration;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
 use kcl_core::process::{FailedRecords, FailureDestination, OnExhausted, ProcessorError, RecordFilter, RetryPolicy};
-use kcl_core::retrieve::memory_stream::MemoryStream;
+use kcl_core::retrieve::memory_stream::{Fault, MemoryStream};
 use kcl_core::telemetry::{self as t, CATALOG};
 use kcl_core::{Batch, BatchResult, Checkpointer, InitialPosition, RecordProcessor, Worker, WorkerBuilder};
 use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
@@ -318,4 +319,31 @@ async fn records_given_up_are_counted_once_and_not_as_processed() {
 
     shutdown.shutdown();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_records_calls_errors_and_throttles_match_the_stream() {
+    let m = recording();
+    let stream = MemoryStream::new("metrics-faults", 1);
+    let shard = "shardId-000000000000";
+    stream.script_faults(shard, [Fault::Throttle, Fault::InternalFailure, Fault::Throttle]);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let worker = builder(&stream, "faults-worker", &seen).build().unwrap();
+    let shutdown = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+    stream.put("key", "through the faults").unwrap();
+    let labels = [("stream", "metrics-faults"), ("shard", shard)];
+    wait_for("the record to be counted", || m.counter(t::RECORDS_PROCESSED, &labels) == 1).await;
+    shutdown.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+
+    let injected = stream.fault_counts();
+    assert_eq!((injected.throttles, injected.internal_failures), (2, 1), "every scripted fault was served");
+    assert_eq!(m.counter(t::THROTTLES, &labels), 2);
+    let errors = |kind| m.counter(t::GET_RECORDS_ERRORS, &[("stream", "metrics-faults"), ("kind", kind)]);
+    assert_eq!(errors("throttled"), 2);
+    assert_eq!(errors("server_error"), 1);
+    assert_eq!(m.counter(t::GET_RECORDS_ERRORS, &labels), 3, "no other errors");
+    let (get_records, _) = stream.call_counts();
+    assert_eq!(m.counter(t::GET_RECORDS_CALLS, &labels), get_records, "one count per GetRecords the stream served");
 }
