@@ -19,6 +19,7 @@ pub mod lease;
 mod lifecycle;
 pub mod process;
 pub mod retrieve;
+pub mod telemetry;
 pub mod types;
 pub mod worker;
 

@@ -62,11 +62,11 @@ pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 
 /// Counter of aggregates that carried the KPL magic but could not be de-aggregated (delivered whole instead);
 /// label `reason` is [`CorruptReason::label`].
-pub const FAILURES_METRIC: &str = "kcl_deaggregation_failures_total";
+pub const FAILURES_METRIC: &str = crate::telemetry::DEAGGREGATION_FAILURES;
 
 /// Counter of user records dropped because their aggregate had a user record outside the shard's hash key range
 /// (see [`deaggregate_into_for_shard`]).
-pub const FILTERED_METRIC: &str = "kcl_deaggregation_filtered_user_records_total";
+pub const FILTERED_METRIC: &str = crate::telemetry::DEAGGREGATION_FILTERED;
 
 /// What [`deaggregate_into`] or [`deaggregate_into_for_shard`] found and appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

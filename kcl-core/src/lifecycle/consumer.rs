@@ -255,7 +255,8 @@ impl ShardConsumer {
             single: processors.len() == 1,
         });
         let mut lanes = Lanes::start(processors, &checkpointer, shared, &cfg.processing, stop);
-        let records_filtered = metrics::counter!("kcl_records_filtered_total", "stream" => cfg.stream.to_string());
+        let records_filtered =
+            metrics::counter!(crate::telemetry::RECORDS_FILTERED, "stream" => cfg.stream.to_string());
         let mut reader = match self.open_reader(&spec, &lease.checkpoint, stop).await {
             Ok(reader) => Some(reader),
             Err(exit) => return (exit, lanes.finish().await.0),

@@ -215,7 +215,8 @@ impl<P: RecordProcessor> Lanes<P> {
         };
         match sent {
             Ok(()) => {
-                metrics::gauge!("kcl_batches_in_flight", "stream" => self.stream.to_string()).increment(1.0);
+                metrics::gauge!(crate::telemetry::BATCHES_IN_FLIGHT, "stream" => self.stream.to_string())
+                    .increment(1.0);
                 Ok(())
             }
             // The lane returned early: it halted (blocked, or stopped).

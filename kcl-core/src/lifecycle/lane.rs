@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures::FutureExt;
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::mpsc;
 
 use super::consumer::StopSignal;
@@ -17,6 +18,7 @@ use super::watermark::Watermark;
 use crate::process::failure::{FailedRecords, FailureDestination, FailureReason};
 use crate::process::{Batch, Checkpointer, OnExhausted, PartialRetry, RecordProcessor, RetryPolicy};
 use crate::retrieve::Backoff;
+use crate::telemetry;
 use crate::types::{ExtendedSequenceNumber, Record};
 
 /// What every lane of a shard shares.
@@ -68,12 +70,36 @@ pub(crate) struct Lane<P> {
     pub(crate) checkpointer: Checkpointer,
     shared: Arc<LaneShared>,
     backoff: Backoff,
+    metrics: LaneMetrics,
+}
+
+/// The handles bumped on every call, registered once per lane so the hot path allocates no labels.
+struct LaneMetrics {
+    attempts: Counter,
+    duration: Histogram,
+    records: Counter,
+    bytes: Counter,
+    pending: Gauge,
+}
+
+impl LaneMetrics {
+    fn new(shared: &LaneShared) -> Self {
+        let (stream, shard) = (shared.stream.to_string(), shared.shard_id.to_string());
+        Self {
+            attempts: metrics::counter!(telemetry::PROCESS_ATTEMPTS, "stream" => stream.clone()),
+            duration: metrics::histogram!(telemetry::PROCESS_DURATION, "stream" => stream.clone()),
+            records: metrics::counter!(telemetry::RECORDS_PROCESSED, "stream" => stream.clone(), "shard" => shard.clone()),
+            bytes: metrics::counter!(telemetry::BYTES_PROCESSED, "stream" => stream.clone(), "shard" => shard.clone()),
+            pending: metrics::gauge!(telemetry::WATERMARK_PENDING, "stream" => stream, "shard" => shard),
+        }
+    }
 }
 
 impl<P: RecordProcessor> Lane<P> {
     pub(crate) fn new(processor: P, checkpointer: Checkpointer, shared: Arc<LaneShared>) -> Self {
         let backoff = Backoff::new(shared.policy.backoff_base, shared.policy.backoff_cap);
-        Self { processor, checkpointer, shared, backoff }
+        let metrics = LaneMetrics::new(&shared);
+        Self { processor, checkpointer, shared, backoff, metrics }
     }
 
     /// Processes deliveries until the input closes (`Ok`) or the lane halts.
@@ -82,7 +108,7 @@ impl<P: RecordProcessor> Lane<P> {
         mut input: mpsc::Receiver<Delivery>,
         mut stop: StopSignal,
     ) -> (Self, Result<(), LaneHalt>) {
-        let in_flight = metrics::gauge!("kcl_batches_in_flight", "stream" => self.shared.stream.to_string());
+        let in_flight = metrics::gauge!(telemetry::BATCHES_IN_FLIGHT, "stream" => self.shared.stream.to_string());
         while let Some(delivery) = input.recv().await {
             let result =
                 if stop.current().is_some() { Err(LaneHalt::Stopped) } else { self.deliver(delivery, &mut stop).await };
@@ -137,13 +163,13 @@ impl<P: RecordProcessor> Lane<P> {
             match outcome {
                 CallOutcome::Succeeded => {
                     self.backoff.reset();
-                    self.complete(&item.indices, item.records.len());
+                    self.complete(&item.indices, &item.records);
                 }
                 CallOutcome::Failed { error, failed: None } => {
                     item.first_failure.get_or_insert_with(SystemTime::now);
                     item.last_error = error;
                     if self.shared.policy.bisect_on_error && item.records.len() > 1 {
-                        metrics::counter!("kcl_bisects_total", "stream" => self.shared.stream.to_string()).increment(1);
+                        metrics::counter!(telemetry::BISECTS, "stream" => self.shared.stream.to_string()).increment(1);
                         let (left, right) = split(item);
                         queue.push_front(right);
                         queue.push_front(left);
@@ -165,7 +191,7 @@ impl<P: RecordProcessor> Lane<P> {
                     if self.exhausted(item.failed_calls) {
                         // Only the records that failed in this call are given up; the others were processed by it.
                         let (given_up, processed) = select(item, |offset, _| failed.contains(&offset));
-                        self.complete(&processed.indices, processed.records.len());
+                        self.complete(&processed.indices, &processed.records);
                         self.give_up(given_up, FailureReason::AttemptsExhausted, stop).await?;
                         continue;
                     }
@@ -183,7 +209,7 @@ impl<P: RecordProcessor> Lane<P> {
                             })
                         }
                     };
-                    self.complete(&done.indices, done.records.len());
+                    self.complete(&done.indices, &done.records);
                     self.wait(stop).await?;
                     queue.push_front(retry);
                 }
@@ -202,9 +228,11 @@ impl<P: RecordProcessor> Lane<P> {
         let WorkItem { records, indices, failed_calls, first_failure, last_error } = item;
         self.permit(records.last().map(Record::extended_sequence_number));
         let batch = Batch { records, millis_behind_latest, shard_id: self.shared.shard_id.clone() };
-        metrics::counter!("kcl_process_attempts_total", "stream" => self.shared.stream.to_string()).increment(1);
+        self.metrics.attempts.increment(1);
         let call = std::panic::AssertUnwindSafe(self.processor.process_records(&batch, &mut self.checkpointer));
+        let started = std::time::Instant::now();
         let result = call.catch_unwind().await;
+        self.metrics.duration.record(started.elapsed());
         let item = WorkItem { records: batch.records, indices, failed_calls, first_failure, last_error };
         let outcome = match result {
             Ok(Ok(())) => CallOutcome::Succeeded,
@@ -217,13 +245,13 @@ impl<P: RecordProcessor> Lane<P> {
                 }
             }
             Err(panic) => {
-                metrics::counter!("kcl_processor_panics_total", "call" => "process_records").increment(1);
+                metrics::counter!(telemetry::PROCESSOR_PANICS, "call" => "process_records").increment(1);
                 CallOutcome::Failed { error: format!("panicked: {}", panic_message(&panic)), failed: None }
             }
         };
         if let CallOutcome::Failed { error, failed } = &outcome {
             let kind = if failed.is_some() { "partial" } else { "batch" };
-            metrics::counter!("kcl_process_failures_total", "stream" => self.shared.stream.to_string(), "kind" => kind)
+            metrics::counter!(telemetry::PROCESS_FAILURES, "stream" => self.shared.stream.to_string(), "kind" => kind)
                 .increment(1);
             tracing::warn!(
                 %error,
@@ -292,8 +320,9 @@ impl<P: RecordProcessor> Lane<P> {
         }
     }
 
-    /// Marks records completed (processed, filtered or in the failure destination).
-    fn complete(&mut self, indices: &[u64], processed: usize) {
+    /// Marks records completed (processed, filtered or in the failure destination); `processed` are the ones the
+    /// processor completed (empty for records the failure destination took).
+    fn complete(&mut self, indices: &[u64], processed: &[Record]) {
         if indices.is_empty() {
             return;
         }
@@ -301,12 +330,11 @@ impl<P: RecordProcessor> Lane<P> {
             for &index in indices {
                 watermark.complete(index);
             }
-            metrics::gauge!("kcl_watermark_pending_records", "stream" => self.shared.stream.to_string(), "shard" => self.shared.shard_id.to_string())
-                .set(watermark.pending() as f64);
+            self.metrics.pending.set(watermark.pending() as f64);
         }
-        if processed > 0 {
-            metrics::counter!("kcl_records_processed_total", "stream" => self.shared.stream.to_string())
-                .increment(processed as u64);
+        if !processed.is_empty() {
+            self.metrics.bytes.increment(processed.iter().map(|r| r.data.len() as u64).sum());
+            self.metrics.records.increment(processed.len() as u64);
         }
     }
 
@@ -341,12 +369,12 @@ impl<P: RecordProcessor> Lane<P> {
     /// Retries ran out for `item`: send it to the destination (and complete it once accepted), or block.
     async fn give_up(&mut self, item: WorkItem, reason: FailureReason, stop: &mut StopSignal) -> Result<(), LaneHalt> {
         let stream = self.shared.stream.to_string();
-        metrics::counter!("kcl_records_failed_total", "stream" => stream.clone(), "reason" => reason.as_str())
+        metrics::counter!(telemetry::RECORDS_FAILED, "stream" => stream.clone(), "reason" => reason.as_str())
             .increment(item.records.len() as u64);
         let destination = match (self.shared.policy.on_exhausted, &self.shared.destination) {
             (OnExhausted::SendToDestination, Some(destination)) => destination.clone(),
             _ => {
-                metrics::counter!("kcl_shard_blocks_total", "stream" => stream).increment(1);
+                metrics::counter!(telemetry::SHARD_BLOCKS, "stream" => stream).increment(1);
                 tracing::error!(
                     position = %item.records.first().map(Record::extended_sequence_number).map(|p| p.to_string()).unwrap_or_default(),
                     reason = reason.as_str(),
@@ -371,7 +399,7 @@ impl<P: RecordProcessor> Lane<P> {
             match destination.send(&failed).await {
                 Ok(()) => break,
                 Err(error) => {
-                    metrics::counter!("kcl_destination_errors_total", "stream" => stream.clone()).increment(1);
+                    metrics::counter!(telemetry::DESTINATION_ERRORS, "stream" => stream.clone()).increment(1);
                     tracing::warn!(%error, records = failed.records.len(), "the failure destination refused records; retrying");
                 }
             }
@@ -381,9 +409,9 @@ impl<P: RecordProcessor> Lane<P> {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
-        metrics::counter!("kcl_records_sent_to_destination_total", "stream" => stream)
+        metrics::counter!(telemetry::RECORDS_SENT_TO_DESTINATION, "stream" => stream)
             .increment(failed.records.len() as u64);
-        self.complete(&item.indices, 0);
+        self.complete(&item.indices, &[]);
         if self.shared.auto_checkpoint {
             self.checkpoint_watermark().await;
         }

@@ -30,11 +30,11 @@ impl Retry {
         match outcome {
             Ok(Ok(value)) => return Some(value),
             Ok(Err(error)) => {
-                metrics::counter!("kcl_retries_total", "call" => self.what).increment(1);
+                metrics::counter!(crate::telemetry::RETRIES, "call" => self.what).increment(1);
                 tracing::warn!(call = self.what, attempt = self.backoff.attempts() + 1, %error, "failed; will retry");
             }
             Err(panic) => {
-                metrics::counter!("kcl_processor_panics_total", "call" => self.what).increment(1);
+                metrics::counter!(crate::telemetry::PROCESSOR_PANICS, "call" => self.what).increment(1);
                 tracing::error!(call = self.what, panic = panic_message(&panic), "panicked; will retry");
             }
         }

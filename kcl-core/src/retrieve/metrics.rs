@@ -1,21 +1,14 @@
-//! The retrieval metrics, registered once per reader so the hot path only bumps handles.
-//!
-//! | name | type | labels |
-//! |---|---|---|
-//! | `kcl_get_records_calls_total` | counter | stream, shard |
-//! | `kcl_get_records_errors_total` | counter | stream, shard, kind ([`ApiErrorKind::as_str`]) |
-//! | `kcl_throttles_total` | counter | stream, shard |
-//! | `kcl_millis_behind_latest` | gauge | stream, shard |
+//! The retrieval metrics, registered once per reader so the hot path only bumps handles. Names, units and labels
+//! are in the [catalogue](crate::telemetry).
+
+use std::time::SystemTime;
 
 use metrics::{Counter, Gauge, counter, gauge};
 
 use super::ShardSpec;
 use super::api::ApiErrorKind;
-
-pub(crate) const GET_RECORDS_CALLS: &str = "kcl_get_records_calls_total";
-pub(crate) const GET_RECORDS_ERRORS: &str = "kcl_get_records_errors_total";
-pub(crate) const THROTTLES: &str = "kcl_throttles_total";
-pub(crate) const MILLIS_BEHIND_LATEST: &str = "kcl_millis_behind_latest";
+use crate::telemetry::{GET_RECORDS_CALLS, GET_RECORDS_ERRORS, ITERATOR_AGE, MILLIS_BEHIND_LATEST, THROTTLES};
+use crate::types::KinesisRecord;
 
 /// Metric handles for one shard reader.
 pub(crate) struct ReaderMetrics {
@@ -24,6 +17,7 @@ pub(crate) struct ReaderMetrics {
     calls: Counter,
     throttles: Counter,
     millis_behind_latest: Gauge,
+    iterator_age: Gauge,
 }
 
 impl ReaderMetrics {
@@ -34,6 +28,7 @@ impl ReaderMetrics {
             calls: counter!(GET_RECORDS_CALLS, "stream" => stream.clone(), "shard" => shard.clone()),
             throttles: counter!(THROTTLES, "stream" => stream.clone(), "shard" => shard.clone()),
             millis_behind_latest: gauge!(MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard" => shard.clone()),
+            iterator_age: gauge!(ITERATOR_AGE, "stream" => stream.clone(), "shard" => shard.clone()),
             stream,
             shard,
         }
@@ -55,5 +50,19 @@ impl ReaderMetrics {
     pub(crate) fn millis_behind_latest(&self, millis: u64) {
         // f64 represents every lag below 2^53 ms exactly, i.e. every realistic one.
         self.millis_behind_latest.set(millis as f64);
+    }
+
+    /// Sets the iterator age from a successful read (nothing for an empty one: no record, no age).
+    pub(crate) fn records_read(&self, records: &[KinesisRecord]) {
+        set_iterator_age(&self.iterator_age, records);
+    }
+}
+
+/// Sets `gauge` to the age of the newest record in `records` that has an arrival time (the definition of Kinesis'
+/// `GetRecords.IteratorAgeMilliseconds`); a clock behind the service's counts as age 0.
+pub(crate) fn set_iterator_age(gauge: &Gauge, records: &[KinesisRecord]) {
+    if let Some(arrival) = records.iter().rev().find_map(|r| r.approximate_arrival_timestamp) {
+        let age = SystemTime::now().duration_since(arrival).unwrap_or_default();
+        gauge.set(age.as_millis() as f64);
     }
 }

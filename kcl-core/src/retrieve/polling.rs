@@ -304,6 +304,7 @@ impl<A: PollingApi> PollingReader<A> {
                     if let Some(millis) = output.millis_behind_latest {
                         self.metrics.millis_behind_latest(millis);
                     }
+                    self.metrics.records_read(&records);
                     self.pace_after_success(call_start, full, records.is_empty(), output.millis_behind_latest);
                     let shard_end = output.next_iterator.is_none();
                     self.iterator = output.next_iterator;

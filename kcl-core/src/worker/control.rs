@@ -17,11 +17,9 @@ pub(crate) struct CoordinatorControl(pub(crate) LeaseCoordinatorHandle);
 impl CheckpointSink for CoordinatorControl {
     async fn checkpoint(&self, lease_key: &str, position: &ExtendedSequenceNumber) -> Result<(), KclError> {
         let written = self.0.checkpoint(lease_key, position).await;
-        if written.is_ok() {
-            metrics::counter!("kcl_checkpoints_total", "outcome" => "ok").increment(1);
-        } else {
-            metrics::counter!("kcl_checkpoints_total", "outcome" => "failed").increment(1);
-        }
+        let outcome = if written.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(crate::telemetry::CHECKPOINTS, "worker" => self.0.worker_id().to_owned(), "outcome" => outcome)
+            .increment(1);
         written
     }
 

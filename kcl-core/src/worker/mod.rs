@@ -280,12 +280,12 @@ fn start_consumer<F: ProcessorFactory>(
     let lease_key = lease.lease_key.clone();
     let consumer = consumer.clone();
     let factory = factory.clone();
-    metrics::gauge!("kcl_shard_consumers").increment(1.0);
+    metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).increment(1.0);
     tasks.spawn(
         async move {
             let key = lease.lease_key.clone();
             let exit = consumer.run(lease, &*factory, stop).await;
-            metrics::gauge!("kcl_shard_consumers").decrement(1.0);
+            metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).decrement(1.0);
             (key, exit)
         }
         .in_current_span(),
@@ -304,7 +304,7 @@ async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str,
         ConsumerExit::Stopped(StopReason::Shutdown | StopReason::Handoff) => handoff_done(coordinator, lease_key).await,
         ConsumerExit::Stopped(StopReason::LeaseLost) => {}
         ConsumerExit::Failed(error) => {
-            metrics::counter!("kcl_shard_consumer_failures_total").increment(1);
+            metrics::counter!(crate::telemetry::SHARD_CONSUMER_FAILURES).increment(1);
             tracing::error!(lease_key, %error, "shard consumer failed; releasing the lease");
             if let Err(error) = coordinator.release(lease_key).await {
                 tracing::debug!(lease_key, %error, "could not release the lease");

@@ -1,17 +1,9 @@
-//! The coordinator's metrics (through the `metrics` facade; free when no recorder is installed).
+//! The coordinator's metrics (through the `metrics` facade; free when no recorder is installed). Names, units and
+//! labels are in the [catalogue](crate::telemetry).
 
 use metrics::{Counter, Gauge};
 
-/// Leases taken because they were expired or unowned.
-pub const LEASES_TAKEN: &str = "kcl_leases_taken_total";
-/// Leases stolen (through a graceful handoff) to balance the fleet.
-pub const LEASES_STOLEN: &str = "kcl_leases_stolen_total";
-/// Leases lost involuntarily: self-fenced, taken by another worker, or handoff timed out.
-pub const LEASES_LOST: &str = "kcl_leases_lost_total";
-/// Leases this worker currently processes.
-pub const LEASES_HELD: &str = "kcl_leases_held";
-/// Failed renewal attempts (per-lease renewals or heartbeats).
-pub const RENEWAL_FAILURES: &str = "kcl_lease_renewal_failures_total";
+pub use crate::telemetry::{LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES};
 
 /// Handles registered once per worker, labelled `worker`.
 pub(crate) struct CoordinatorMetrics {

@@ -23,12 +23,9 @@
 //!   #463 and #653).
 //!
 //! # Metrics
-//! | name | type | labels |
-//! |---|---|---|
-//! | `kcl_subscribe_to_shard_calls_total` | counter | stream, shard |
-//! | `kcl_subscribe_to_shard_errors_total` | counter | stream, shard, kind (an [`ApiErrorKind`](super::ApiErrorKind) label, or `health_timeout`) |
-//! | `kcl_subscribe_to_shard_backpressure_drops_total` | counter | stream, shard |
-//! | `kcl_millis_behind_latest` | gauge | stream, shard (shared with polling) |
+//! SubscribeToShard calls, errors (`kind`: an [`ApiErrorKind`](super::ApiErrorKind) label, or `health_timeout`),
+//! throttles, backpressure drops, millis behind latest and iterator age, per stream and shard: see the
+//! [catalogue](crate::telemetry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

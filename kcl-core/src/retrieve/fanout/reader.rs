@@ -15,13 +15,12 @@ use super::buffer::EventBuffer;
 use crate::error::KclError;
 use crate::retrieve::api::{ApiError, ApiErrorKind, IteratorPosition};
 use crate::retrieve::backoff::{Backoff, fnv1a};
-use crate::retrieve::metrics::MILLIS_BEHIND_LATEST;
+use crate::retrieve::metrics::set_iterator_age;
 use crate::retrieve::{ChildShard, ReadBatch, ShardReader, ShardSpec};
+use crate::telemetry::{
+    BACKPRESSURE_DROPS, ITERATOR_AGE, MILLIS_BEHIND_LATEST, SUBSCRIBE_CALLS, SUBSCRIBE_ERRORS, THROTTLES,
+};
 use crate::types::SequenceNumber;
-
-pub(crate) const SUBSCRIBE_CALLS: &str = "kcl_subscribe_to_shard_calls_total";
-pub(crate) const SUBSCRIBE_ERRORS: &str = "kcl_subscribe_to_shard_errors_total";
-pub(crate) const BACKPRESSURE_DROPS: &str = "kcl_subscribe_to_shard_backpressure_drops_total";
 
 type Slot = Result<ReadBatch, KclError>;
 
@@ -81,6 +80,7 @@ impl FanOutReader {
             calls: counter!(SUBSCRIBE_CALLS, "stream" => stream.clone(), "shard" => shard_label.clone()),
             drops: counter!(BACKPRESSURE_DROPS, "stream" => stream.clone(), "shard" => shard_label.clone()),
             lag: gauge!(MILLIS_BEHIND_LATEST, "stream" => stream.clone(), "shard" => shard_label.clone()),
+            age: gauge!(ITERATOR_AGE, "stream" => stream.clone(), "shard" => shard_label.clone()),
             labels: (stream, shard_label),
             shard,
             forget_consumer,
@@ -179,6 +179,7 @@ struct Subscriber<A: SubscribeApi> {
     calls: Counter,
     drops: Counter,
     lag: Gauge,
+    age: Gauge,
     labels: (String, String),
     forget_consumer: Option<Forget>,
 }
@@ -253,6 +254,9 @@ impl<A: SubscribeApi> Subscriber<A> {
 
     fn error_metric(&self, kind: &'static str) {
         let (stream, shard) = self.labels.clone();
+        if kind == ApiErrorKind::Throttled.as_str() {
+            counter!(THROTTLES, "stream" => stream.clone(), "shard" => shard.clone()).increment(1);
+        }
         counter!(SUBSCRIBE_ERRORS, "stream" => stream, "shard" => shard, "kind" => kind).increment(1);
     }
 
@@ -291,6 +295,7 @@ impl<A: SubscribeApi> Subscriber<A> {
             // f64 represents every lag below 2^53 ms exactly, i.e. every realistic one.
             self.lag.set(millis as f64);
         }
+        set_iterator_age(&self.age, &records);
         let shard_end = continuation.is_none();
         // Resume after the continuation, but never before a record already queued (guards against a service that
         // reports a stale continuation).
