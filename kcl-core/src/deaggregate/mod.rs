@@ -35,7 +35,7 @@
 //! * Magic followed by no more than 16 bytes, or an aggregate without user records: KCL delivers the blob as a plain
 //!   record (or, for zero user records, nothing). Here both count as corrupt, so the blob is always delivered.
 //!
-//! [`aggregate`] is the inverse (an encoder, for tests, in-memory streams and benchmarks), and
+//! [`aggregate()`] is the inverse (an encoder, for tests, in-memory streams and benchmarks), and
 //! [`effective_hash_key`] says which shard a record belongs to.
 
 mod aggregate;

@@ -1,6 +1,6 @@
 //! The KPL protobuf messages (`messages.proto` of the KPL, proto2), as prost types.
 //!
-//! Used to *encode* aggregates ([`aggregate`](super::aggregate)) and as an independent reference decoder in tests.
+//! Used to *encode* aggregates ([`aggregate()`](super::aggregate())) and as an independent reference decoder in tests.
 //! De-aggregation itself uses the hand-written, zero-copy reader in `decode.rs`.
 
 /// `AggregatedRecord`: the key tables and the user records.

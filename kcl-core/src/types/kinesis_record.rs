@@ -9,7 +9,7 @@ use super::Record;
 use super::sequence::SequenceNumber;
 
 /// One record exactly as `GetRecords` (or `SubscribeToShard`) returned it: possibly a KPL aggregate, which the
-/// pipeline takes apart into user [`Record`](super::Record)s.
+/// pipeline takes apart into user [`Record`] values.
 ///
 /// Cloning is cheap: the payload is a reference-counted [`Bytes`] and both strings are shared `Arc<str>`s, so an
 /// in-memory stream can hand out batches without copying payloads.

@@ -1,6 +1,6 @@
 //! `custom-store`: one kcl-rs worker whose leases and checkpoints live in a SQLite file instead of DynamoDB — the
 //! edge-gateway setup, where several worker processes on one host share the file
-//! ([`SqliteLeaseStore`](kcl_examples::sqlite_store::SqliteLeaseStore); its module documents the schema).
+//! ([`kcl_examples::sqlite_store::SqliteLeaseStore`]; its module documents the schema).
 //!
 //! * `cargo run -p kcl-examples --bin custom-store -- --db /tmp/leases.db` — in memory: puts 1000 IoT readings on
 //!   an in-memory 4-shard stream, processes them, stops once all are processed and prints the checkpoints stored in

@@ -59,7 +59,7 @@ pub enum Command {
         common: Common,
         /// The lease key (the shard id, or `account:stream:epoch:shardId` in a multi-stream table).
         lease_key: String,
-        /// TRIM_HORIZON, LATEST, AT_TIMESTAMP:<rfc3339>, or a sequence number (optionally `<sequence>/<sub>`).
+        /// TRIM_HORIZON, LATEST, `AT_TIMESTAMP:<rfc3339>`, or a sequence number (optionally `<sequence>/<sub>`).
         #[arg(long, value_parser = Target::parse_arg)]
         to: Target,
         /// The stream of the lease's shard: needed for AT_TIMESTAMP, and checks a sequence number belongs to the
