@@ -71,19 +71,19 @@ pub fn generate(config: &TrafficConfig) -> Traffic {
             let roll: f64 = rng.random();
             if roll < 0.12 {
                 traffic.expected_alerts.push((device.clone(), 0, AlertKind::TempHigh));
-                for j in base + 3..base + 6 {
-                    temp_override[j] = Some((rng.random_range(38.0..45.0), traffic.expected_alerts.len() - 1));
+                for value in &mut temp_override[base + 3..base + 6] {
+                    *value = Some((rng.random_range(38.0..45.0), traffic.expected_alerts.len() - 1));
                 }
             } else if roll < 0.18 {
                 traffic.expected_alerts.push((device.clone(), 0, AlertKind::TempLow));
-                for j in base + 3..base + 5 {
-                    temp_override[j] = Some((rng.random_range(-8.0..-2.0), traffic.expected_alerts.len() - 1));
+                for value in &mut temp_override[base + 3..base + 5] {
+                    *value = Some((rng.random_range(-8.0..-2.0), traffic.expected_alerts.len() - 1));
                 }
             }
             if rng.random_bool(0.10) {
                 traffic.expected_alerts.push((device.clone(), 0, AlertKind::HumHigh));
-                for j in base + 6..base + 8 {
-                    hum_override[j] = Some((rng.random_range(88.0..95.0), traffic.expected_alerts.len() - 1));
+                for value in &mut hum_override[base + 6..base + 8] {
+                    *value = Some((rng.random_range(88.0..95.0), traffic.expected_alerts.len() - 1));
                 }
             }
         }
