@@ -1,5 +1,6 @@
-//! Shared pieces of the kcl-rs examples: the IoT reading format, Kinesis plumbing, a delivery ledger that checks what a fleet
-//! processed (every record, duplicates, per-key order), and a SQLite lease store for fleets on one host.
+//! Shared pieces of the kcl-rs examples: IoT telemetry (formats, rolling windows and alerts, a traffic generator),
+//! Kinesis plumbing, a delivery ledger that checks what a fleet processed (every record, duplicates, per-key order),
+//! and a SQLite lease store for fleets on one host.
 #![deny(missing_docs)]
 
 pub mod iot;

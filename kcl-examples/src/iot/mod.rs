@@ -1,7 +1,18 @@
-//! The IoT telemetry examples consume: devices publish over MQTT and a broker (for example EMQX) forwards each
-//! message into Kinesis as JSON, with the device's MQTT client id as the partition key.
+//! The IoT telemetry the examples consume: devices publish over MQTT and a broker (for example EMQX) forwards each
+//! message into Kinesis as JSON, with the device's MQTT client id as the partition key. Besides the [`Reading`] the
+//! quickstart uses, this module holds the domain logic of the `iot-consumer` example: parsing EMQX readings and
+//! MODE events ([`parse`]), per-device rolling windows and alert rules ([`window`]) and a seeded traffic generator
+//! with its ground truth ([`traffic`]).
+
+pub mod parse;
+pub mod traffic;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
+
+pub use parse::{Measurement, ParseError, parse, wanted};
+pub use traffic::{Traffic, TrafficConfig};
+pub use window::{Alert, AlertKind, AlertRules, DeviceSummary, Monitor, Stats};
 
 /// One temperature/humidity reading, as the broker forwards it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
