@@ -1,7 +1,7 @@
 //! The IoT telemetry the examples consume: devices publish over MQTT and a broker (for example EMQX) forwards each
 //! message into Kinesis as JSON, with the device's MQTT client id as the partition key. Besides the [`Reading`] the
 //! quickstart uses, this module holds the domain logic of the `iot-consumer` example: parsing EMQX readings and
-//! MODE events ([`parse`]), per-device rolling windows and alert rules ([`window`]) and a seeded traffic generator
+//! MODE events ([`parse`](mod@parse)), per-device rolling windows and alert rules ([`window`]) and a seeded traffic generator
 //! with its ground truth ([`traffic`]).
 
 pub mod parse;
