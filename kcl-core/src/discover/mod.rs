@@ -6,6 +6,9 @@
 //!   there), creates them, creates child leases at a shard's end without listing, and tells whether this worker is
 //!   the one that syncs periodically ([`is_sync_leader`]).
 //! * [`LeaseCleaner`] deletes the leases of finished shards once their children have started.
+//! * Multi-stream applications: [`StreamSource`] says which streams to consume, [`StreamCatalog`] resolves each to
+//!   its [`StreamIdentifier`] (`account:stream:creationEpoch`, the lease-key prefix) and its shard lister
+//!   ([`KinesisStreamCatalog`]; `MemoryStreams` with feature `test-util`).
 //!
 //! # How many `ListShards` calls a fleet makes
 //! A full sync costs `⌈shards / page_size⌉` calls. Periodically (every `shard_sync_interval` ± 10 %, KCL
@@ -22,13 +25,21 @@ use crate::types::Shard;
 
 mod cleanup;
 mod kinesis;
+mod streams;
 mod sync;
 
 #[cfg(feature = "test-util")]
 mod memory;
+#[cfg(feature = "test-util")]
+mod memory_streams;
 
 pub use cleanup::{LeaseCleaner, finished_leases};
 pub use kinesis::KinesisShardLister;
+#[cfg(feature = "test-util")]
+pub use memory_streams::{MEMORY_ACCOUNT_ID, MemoryStreams};
+pub use streams::{
+    DiscoveryError, KinesisStreamCatalog, StreamCatalog, StreamDiscovery, StreamIdentifier, StreamSource,
+};
 pub use sync::{ShardSyncConfig, ShardSyncer, SyncReport, is_sync_leader, plan_new_leases};
 
 /// Which shards to list.
