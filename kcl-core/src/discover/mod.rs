@@ -17,6 +17,8 @@
 //! from the `ChildShards` of the last `GetRecords` response, with no `ListShards` call at all. So, per stream:
 //! `⌈shards / page_size⌉` calls per interval in steady state (twice that for one interval while leadership moves), plus
 //! one full sync per worker at startup while the stream has no leases yet (every worker may be leader then).
+//! In a multi-stream application the fleet's leader (owner of the lowest key in the table) syncs every stream, so the
+//! budget is the sum over the streams; a newly listed stream is synced once by each worker that discovers it.
 
 use async_trait::async_trait;
 

@@ -61,8 +61,8 @@ impl Retrieval {
 /// | [`retry_policy`](Self::retry_policy) | [`RetryPolicy::default`]: retry until success, never skip | none (KCL skips failed batches) |
 /// | [`failure_destination`](Self::failure_destination) | none | none |
 /// | [`filter`](Self::filter) | none (every record) | none |
-/// | [`stream_discovery_interval`](Self::stream_discovery_interval) | 30 s (multi-stream only) | none (KCL polls its `MultiStreamTracker` every `leasesRecoveryAuditorExecutionFrequencyMillis`-like 30 s) |
-/// | [`removed_stream_grace`](Self::removed_stream_grace) | 5 min (multi-stream only) | `formerStreamsLeasesDeletionStrategy` wait period |
+/// | [`stream_discovery_interval`](Self::stream_discovery_interval) | 30 s (multi-stream only) | none (fixed in Java KCL's `Scheduler`, which re-reads its `MultiStreamTracker`) |
+/// | [`removed_stream_grace`](Self::removed_stream_grace) | 5 min (multi-stream only) | `FormerStreamsLeasesDeletionStrategy::waitPeriodToDeleteFormerStreams` |
 pub struct WorkerBuilder<F> {
     pub(super) stream: Arc<str>,
     pub(super) application_name: String,

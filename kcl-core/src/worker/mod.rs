@@ -1,6 +1,7 @@
 //! The [`Worker`]: one member of a consumer fleet. It runs the lease coordinator, keeps shard leases in sync with
 //! the stream, and runs one shard consumer per lease it holds, stopping each on a lease loss, a handoff or
-//! shutdown.
+//! shutdown. A multi-stream worker ([`Worker::multi_stream_builder`]) does the same for every stream of its
+//! [`StreamSource`](crate::discover::StreamSource), with one lease table (`streams.rs`).
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -48,7 +49,7 @@ use tracing::Instrument;
 
 pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
-use streams::{Consumers, MultiStream, StreamTracker};
+use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
 use crate::KclError;
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
@@ -366,56 +367,6 @@ fn set_once(current: &mut Option<StopReason>, reason: StopReason) -> bool {
     }
 }
 
-/// Starts the consumer of a newly held lease, or keeps the lease idle while its stream is not consumed.
-fn start_or_idle<F: ProcessorFactory>(
-    tasks: &mut JoinSet<(String, ConsumerExit)>,
-    running: &mut HashMap<String, Running>,
-    idle: &mut HashMap<String, Option<String>>,
-    consumers: &mut Consumers,
-    factory: &Arc<F>,
-    lease: Lease,
-) {
-    match consumers.for_stream(lease.stream_identifier.as_deref()) {
-        Some(consumer) => {
-            idle.remove(&lease.lease_key);
-            start_consumer(tasks, running, &consumer, factory, lease);
-        }
-        None => {
-            tracing::debug!(lease_key = %lease.lease_key, "holding the lease of a stream not consumed now");
-            idle.insert(lease.lease_key, lease.stream_identifier);
-        }
-    }
-}
-
-/// The consumed streams changed: stop the consumers of removed streams (they checkpoint, and their leases stay held,
-/// idle) and start those of held leases whose stream is consumed now.
-fn on_streams_changed<F: ProcessorFactory>(
-    tasks: &mut JoinSet<(String, ConsumerExit)>,
-    running: &mut HashMap<String, Running>,
-    idle: &mut HashMap<String, Option<String>>,
-    consumers: &mut Consumers,
-    factory: &Arc<F>,
-    coordinator: &LeaseCoordinatorHandle,
-) {
-    for (lease_key, run) in running.iter() {
-        if !consumers.is_active(run.stream.as_deref()) {
-            tracing::info!(lease_key, "its stream is no longer consumed; stopping the consumer");
-            run.stop.send_if_modified(|current| set_once(current, StopReason::Handoff));
-        }
-    }
-    let ready: Vec<String> =
-        idle.iter().filter(|(_, stream)| consumers.is_active(stream.as_deref())).map(|(key, _)| key.clone()).collect();
-    if ready.is_empty() {
-        return;
-    }
-    // The coordinator's copy has the latest checkpoint.
-    for lease in coordinator.held_leases() {
-        if ready.contains(&lease.lease_key) && !running.contains_key(&lease.lease_key) {
-            start_or_idle(tasks, running, idle, consumers, factory, lease);
-        }
-    }
-}
-
 fn start_consumer<F: ProcessorFactory>(
     tasks: &mut JoinSet<(String, ConsumerExit)>,
     running: &mut HashMap<String, Running>,
@@ -508,16 +459,5 @@ async fn sync_loop(
             }
         };
         tokio::time::sleep(delay).await;
-    }
-}
-
-/// The single-stream syncer's lister in a multi-stream worker's consumer template: never called, because every
-/// multi-stream consumer gets its stream's syncer.
-struct NoShards;
-
-#[async_trait::async_trait]
-impl ShardLister for NoShards {
-    async fn list_shards(&self, _: crate::discover::ShardListFilter) -> Result<Vec<crate::Shard>, KclError> {
-        Ok(Vec::new())
     }
 }

@@ -1,6 +1,7 @@
 //! The multi-stream side of a worker: the [`StreamTracker`] task (discovering streams, syncing each one's shards,
 //! deleting the leases of removed streams after a grace period) and [`Consumers`], which gives each lease the shard
-//! consumer of its stream — or none while the stream is not being consumed.
+//! consumer of its stream — or none while the stream is not being consumed — and the worker loop's reactions to
+//! that (`start_or_idle`, `on_streams_changed`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -9,11 +10,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use tokio::task::JoinSet;
+
+use super::{Running, set_once, start_consumer};
 use crate::KclError;
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
 use crate::lease::coordinator::LeaseCoordinatorHandle;
 use crate::lease::{Lease, LeaseStore};
-use crate::lifecycle::{ConsumerConfig, ShardConsumer};
+use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason};
+use crate::process::ProcessorFactory;
 use crate::retrieve::backoff::SplitMix64;
 use crate::types::InitialPosition;
 
@@ -312,5 +317,66 @@ impl Consumers {
         }
         let current = active.borrow().clone();
         by_stream.retain(|stream, _| current.contains_key(stream));
+    }
+}
+
+/// Starts the consumer of a newly held lease, or keeps the lease idle while its stream is not consumed.
+pub(super) fn start_or_idle<F: ProcessorFactory>(
+    tasks: &mut JoinSet<(String, ConsumerExit)>,
+    running: &mut HashMap<String, Running>,
+    idle: &mut HashMap<String, Option<String>>,
+    consumers: &mut Consumers,
+    factory: &Arc<F>,
+    lease: Lease,
+) {
+    match consumers.for_stream(lease.stream_identifier.as_deref()) {
+        Some(consumer) => {
+            idle.remove(&lease.lease_key);
+            start_consumer(tasks, running, &consumer, factory, lease);
+        }
+        None => {
+            tracing::debug!(lease_key = %lease.lease_key, "holding the lease of a stream not consumed now");
+            idle.insert(lease.lease_key, lease.stream_identifier);
+        }
+    }
+}
+
+/// The consumed streams changed: stop the consumers of removed streams (they checkpoint, and their leases stay held,
+/// idle) and start those of held leases whose stream is consumed now.
+pub(super) fn on_streams_changed<F: ProcessorFactory>(
+    tasks: &mut JoinSet<(String, ConsumerExit)>,
+    running: &mut HashMap<String, Running>,
+    idle: &mut HashMap<String, Option<String>>,
+    consumers: &mut Consumers,
+    factory: &Arc<F>,
+    coordinator: &LeaseCoordinatorHandle,
+) {
+    for (lease_key, run) in running.iter() {
+        if !consumers.is_active(run.stream.as_deref()) {
+            tracing::info!(lease_key, "its stream is no longer consumed; stopping the consumer");
+            run.stop.send_if_modified(|current| set_once(current, StopReason::Handoff));
+        }
+    }
+    let ready: Vec<String> =
+        idle.iter().filter(|(_, stream)| consumers.is_active(stream.as_deref())).map(|(key, _)| key.clone()).collect();
+    if ready.is_empty() {
+        return;
+    }
+    // The coordinator's copy has the latest checkpoint.
+    for lease in coordinator.held_leases() {
+        if ready.contains(&lease.lease_key) && !running.contains_key(&lease.lease_key) {
+            start_or_idle(tasks, running, idle, consumers, factory, lease);
+        }
+    }
+}
+
+/// The single-stream syncer's lister in a multi-stream worker's consumer template: never called, because every
+/// multi-stream consumer gets its stream's syncer.
+pub(super) struct NoShards;
+
+#[async_trait::async_trait]
+impl crate::discover::ShardLister for NoShards {
+    async fn list_shards(&self, _: crate::discover::ShardListFilter) -> Result<Vec<crate::Shard>, KclError> {
+        Ok(Vec::new())
     }
 }
