@@ -16,6 +16,8 @@ use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
 struct Seen {
     /// Payloads processed (each names its stream: `alpha-7`).
     records: HashSet<String>,
+    /// Deliveries, duplicates included.
+    deliveries: usize,
     /// Lease keys with a live processor (initialized, not yet stopped).
     live: HashSet<String>,
 }
@@ -38,6 +40,7 @@ impl RecordProcessor for Collect {
             let mut seen = self.seen.lock().unwrap();
             for record in &batch.records {
                 seen.records.insert(String::from_utf8(record.data.to_vec()).unwrap());
+                seen.deliveries += 1;
             }
         }
         checkpointer.checkpoint().await?;
@@ -181,6 +184,60 @@ async fn one_application_consumes_streams_added_and_removed_at_run_time() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_listed_again_within_the_grace_resumes_from_its_checkpoints() {
+    let streams = MemoryStreams::new();
+    streams.create("delta", 2);
+    let listed = Arc::new(Mutex::new(vec!["delta".to_owned()]));
+    let store = Arc::new(MemoryLeaseStore::new());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let source = StreamSource::from_fn({
+        let listed = listed.clone();
+        move || {
+            let names = listed.lock().unwrap().clone();
+            async move { Ok(names) }
+        }
+    });
+    let worker = Worker::multi_stream_builder("resume", source)
+        .worker_id("w1")
+        .record_source(Arc::new(streams.clone()))
+        .stream_catalog(Arc::new(streams.clone()))
+        .lease_store(store.clone())
+        .initial_position(InitialPosition::TrimHorizon)
+        .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_millis(600)).build().unwrap())
+        .shard_sync_interval(Duration::from_millis(200))
+        .stream_discovery_interval(Duration::from_millis(100))
+        .removed_stream_grace(Duration::from_secs(3600))
+        .processor_factory({
+            let seen = seen.clone();
+            move |_: &str| Collect { seen: seen.clone(), lease_key: String::new() }
+        })
+        .build()
+        .unwrap();
+    let shutdown = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+    put(&streams, "delta", 0..50);
+    wait_for("the first records", Duration::from_secs(30), async || count(&seen, "delta") == 50).await;
+
+    listed.lock().unwrap().clear();
+    wait_for("the processors to stop", Duration::from_secs(30), async || seen.lock().unwrap().live.is_empty()).await;
+    // Within the grace the leases stay, held (so no other worker starts on them) with their checkpoints.
+    let delta = streams.identifier("delta").unwrap().to_string();
+    let leases = leases_of(&store, &delta).await;
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().all(|l| l.lease_owner.as_deref() == Some("w1")), "{leases:?}");
+    put(&streams, "delta", 50..100);
+
+    listed.lock().unwrap().push("delta".to_owned());
+    wait_for("every record after the stream is listed again", Duration::from_secs(30), async || {
+        count(&seen, "delta") == 100
+    })
+    .await;
+    assert_eq!(seen.lock().unwrap().deliveries, 100, "each record once: processing resumed at the checkpoints");
+    shutdown.shutdown();
+    task.await.unwrap().unwrap();
 }
 
 #[test]
