@@ -326,18 +326,19 @@ impl<F: ProcessorFactory> Worker<F> {
                         }
                     };
                     let stream = running.remove(&lease_key).and_then(|run| run.stream);
+                    let stopped_gracefully = matches!(exit, ConsumerExit::Stopped(StopReason::Handoff));
                     on_consumer_exit(&coordinator, &lease_key, exit).await;
                     if let Some(lease) = waiting.remove(&lease_key)
                         && coordinator.is_held(&lease.lease_key)
                     {
                         start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
-                    } else if !shutting_down
-                        && coordinator.is_held(&lease_key)
-                        && !consumers.is_active(stream.as_deref())
+                    } else if !shutting_down && stopped_gracefully && stream.is_some()
+                        && let Some(lease) = coordinator.held_leases().into_iter().find(|l| l.lease_key == lease_key)
                     {
-                        // Stopped because its stream was removed: keep holding it (the sync leader deletes it after
-                        // the grace period) so that no other worker starts consuming it again.
-                        idle.insert(lease_key, stream);
+                        // Stopped because its stream was removed, and still ours (no handoff): hold it idle (the sync
+                        // leader deletes it after the grace period) so that no other worker starts on it again — or
+                        // restart it at once if the stream was listed again meanwhile.
+                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                     }
                 }
                 () = consumers.changed(), if !shutting_down => {
