@@ -72,8 +72,16 @@ impl LeaseCleaner {
     /// Lists the stream's leases, notes newly finished ones, and deletes those finished for at least the grace
     /// period. Returns the deleted keys.
     pub async fn run(&mut self, shards: &[Shard]) -> Result<Vec<String>, KclError> {
-        let mut leases = self.store.list_all_leases().await?;
-        leases.retain(|l| l.stream_identifier.as_deref() == self.stream_identifier.as_deref());
+        let leases = self.store.list_all_leases().await?;
+        self.run_among(&leases, shards).await
+    }
+
+    /// [`run`](Self::run) given a listing of the whole lease table (a multi-stream worker lists it once for all its
+    /// streams); only this cleaner's stream's leases count.
+    pub async fn run_among(&mut self, all_leases: &[Lease], shards: &[Shard]) -> Result<Vec<String>, KclError> {
+        let stream = self.stream_identifier.as_deref();
+        let leases: Vec<Lease> =
+            all_leases.iter().filter(|l| l.stream_identifier.as_deref() == stream).cloned().collect();
         let finished: HashSet<String> = finished_leases(&leases, shards).into_iter().collect();
         let now = Instant::now();
         self.first_seen.retain(|key, _| finished.contains(key));

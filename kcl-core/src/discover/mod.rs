@@ -6,6 +6,9 @@
 //!   there), creates them, creates child leases at a shard's end without listing, and tells whether this worker is
 //!   the one that syncs periodically ([`is_sync_leader`]).
 //! * [`LeaseCleaner`] deletes the leases of finished shards once their children have started.
+//! * Multi-stream applications: [`StreamSource`] says which streams to consume, [`StreamCatalog`] resolves each to
+//!   its [`StreamIdentifier`] (`account:stream:creationEpoch`, the lease-key prefix) and its shard lister
+//!   ([`KinesisStreamCatalog`]; `MemoryStreams` with feature `test-util`).
 //!
 //! # How many `ListShards` calls a fleet makes
 //! A full sync costs `⌈shards / page_size⌉` calls. Periodically (every `shard_sync_interval` ± 10 %, KCL
@@ -14,6 +17,8 @@
 //! from the `ChildShards` of the last `GetRecords` response, with no `ListShards` call at all. So, per stream:
 //! `⌈shards / page_size⌉` calls per interval in steady state (twice that for one interval while leadership moves), plus
 //! one full sync per worker at startup while the stream has no leases yet (every worker may be leader then).
+//! In a multi-stream application the fleet's leader (owner of the lowest key in the table) syncs every stream, so the
+//! budget is the sum over the streams; a newly listed stream is synced once by each worker that discovers it.
 
 use async_trait::async_trait;
 
@@ -22,13 +27,21 @@ use crate::types::Shard;
 
 mod cleanup;
 mod kinesis;
+mod streams;
 mod sync;
 
 #[cfg(feature = "test-util")]
 mod memory;
+#[cfg(feature = "test-util")]
+mod memory_streams;
 
 pub use cleanup::{LeaseCleaner, finished_leases};
 pub use kinesis::KinesisShardLister;
+#[cfg(feature = "test-util")]
+pub use memory_streams::{MEMORY_ACCOUNT_ID, MemoryStreams};
+pub use streams::{
+    DiscoveryError, KinesisStreamCatalog, StreamCatalog, StreamDiscovery, StreamIdentifier, StreamSource,
+};
 pub use sync::{ShardSyncConfig, ShardSyncer, SyncReport, is_sync_leader, plan_new_leases};
 
 /// Which shards to list.

@@ -94,6 +94,15 @@ impl ShardSyncer {
         self.sync_with(&leases).await.map(Some)
     }
 
+    /// [`sync`](Self::sync) given a listing of the whole lease table (a multi-stream worker lists it once for all its
+    /// streams); only this syncer's stream's leases count.
+    pub async fn sync_among(&self, all_leases: &[Lease]) -> Result<SyncReport, KclError> {
+        let stream = self.config.stream_identifier.as_deref();
+        let leases: Vec<Lease> =
+            all_leases.iter().filter(|l| l.stream_identifier.as_deref() == stream).cloned().collect();
+        self.sync_with(&leases).await
+    }
+
     async fn sync_with(&self, leases: &[Lease]) -> Result<SyncReport, KclError> {
         // With no leases and LATEST, only open shards can get one: the cheaper listing is enough.
         let filter = if leases.is_empty() && self.config.initial_position == InitialPosition::Latest {

@@ -14,7 +14,7 @@ pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub struct InitializeInput {
     /// The shard this processor consumes.
     pub shard_id: String,
-    /// The lease key (the shard id, or `stream:shard` in multi-stream applications).
+    /// The lease key: the shard id, or `account:stream:creationEpoch:shardId` in multi-stream applications.
     pub lease_key: String,
     /// Where processing resumes: records at or below this position are never delivered.
     pub checkpoint: ExtendedSequenceNumber,

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Worker;
+use super::streams::MultiStream;
+use super::{StreamMode, Worker};
 use crate::KclError;
-use crate::discover::{KinesisShardLister, ShardLister};
+use crate::discover::{KinesisShardLister, KinesisStreamCatalog, ShardLister, StreamCatalog, StreamSource};
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
 use crate::process::{FailureDestination, ProcessingConfig, ProcessorFactory, RecordFilter, RetryPolicy};
@@ -60,6 +61,8 @@ impl Retrieval {
 /// | [`retry_policy`](Self::retry_policy) | [`RetryPolicy::default`]: retry until success, never skip | none (KCL skips failed batches) |
 /// | [`failure_destination`](Self::failure_destination) | none | none |
 /// | [`filter`](Self::filter) | none (every record) | none |
+/// | [`stream_discovery_interval`](Self::stream_discovery_interval) | 30 s (multi-stream only) | none (fixed in Java KCL's `Scheduler`, which re-reads its `MultiStreamTracker`) |
+/// | [`removed_stream_grace`](Self::removed_stream_grace) | 5 min (multi-stream only) | `FormerStreamsLeasesDeletionStrategy::waitPeriodToDeleteFormerStreams` |
 pub struct WorkerBuilder<F> {
     pub(super) stream: Arc<str>,
     pub(super) application_name: String,
@@ -82,6 +85,10 @@ pub struct WorkerBuilder<F> {
     pub(super) retry_policy: Option<RetryPolicy>,
     pub(super) destination: Option<Arc<dyn FailureDestination>>,
     pub(super) filter: Option<RecordFilter>,
+    pub(super) streams: Option<StreamSource>,
+    pub(super) catalog: Option<Arc<dyn StreamCatalog>>,
+    pub(super) stream_discovery_interval: Duration,
+    pub(super) removed_stream_grace: Duration,
 }
 
 impl<F: ProcessorFactory> WorkerBuilder<F> {
@@ -108,7 +115,17 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             retry_policy: None,
             destination: None,
             filter: None,
+            streams: None,
+            catalog: None,
+            stream_discovery_interval: Duration::from_secs(30),
+            removed_stream_grace: Duration::from_secs(300),
         }
+    }
+
+    pub(super) fn new_multi_stream(application_name: impl Into<String>, streams: StreamSource) -> Self {
+        let mut builder = Self::new("", application_name);
+        builder.streams = Some(streams);
+        builder
     }
 
     /// This worker's id; unique in the fleet. A restarted process that keeps its id adopts the leases its
@@ -144,6 +161,28 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// [`shard_lister`](Self::shard_lister) too.
     pub fn record_source(mut self, source: Arc<dyn RecordSource>) -> Self {
         self.source = Some(source);
+        self
+    }
+
+    /// The catalog of a multi-stream worker with a custom [`record_source`](Self::record_source) (for example
+    /// `MemoryStreams`): it resolves stream names to identifiers and lists their shards. With
+    /// [`kinesis_client`](Self::kinesis_client) it is [`KinesisStreamCatalog`].
+    pub fn stream_catalog(mut self, catalog: Arc<dyn StreamCatalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
+    /// Multi-stream: how often the [`StreamSource`] is asked for the current streams.
+    pub fn stream_discovery_interval(mut self, interval: Duration) -> Self {
+        self.stream_discovery_interval = interval;
+        self
+    }
+
+    /// Multi-stream: how long a stream that is no longer listed (or no longer exists) keeps its leases — and so its
+    /// checkpoints, should it be listed again — before the sync leader deletes them. At least the discovery
+    /// interval, so that a worker that has not yet seen a new stream does not count it as removed.
+    pub fn removed_stream_grace(mut self, grace: Duration) -> Self {
+        self.removed_stream_grace = grace;
         self
     }
 
@@ -244,10 +283,20 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     }
 
     /// Checks the settings and builds the worker.
-    pub fn build(self) -> Result<Worker<F>, KclError> {
+    pub fn build(mut self) -> Result<Worker<F>, KclError> {
         let invalid = |what: &str| Err(KclError::InvalidConfig(what.to_owned()));
-        if self.stream.is_empty() {
+        if self.stream.is_empty() && self.streams.is_none() {
             return invalid("the stream name (or ARN) must not be empty");
+        }
+        if self.streams.is_some() {
+            if self.lister.is_some() {
+                return invalid("a multi-stream worker lists shards through stream_catalog(..), not shard_lister(..)");
+            }
+            if self.stream_discovery_interval.is_zero() || self.removed_stream_grace < self.stream_discovery_interval {
+                return invalid("multi-stream needs 0 < stream_discovery_interval <= removed_stream_grace");
+            }
+        } else if self.catalog.is_some() {
+            return invalid("stream_catalog(..) is for multi-stream workers (Worker::multi_stream_builder)");
         }
         if self.application_name.is_empty() {
             return invalid("the application name must not be empty");
@@ -277,9 +326,13 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         let Some(factory) = self.factory else {
             return invalid("a processor factory is required: call processor_factory(..)");
         };
-        let (source, lister): (Arc<dyn RecordSource>, Arc<dyn ShardLister>) =
-            match (self.source, self.lister, self.kinesis) {
-                (Some(source), Some(lister), None) => (source, lister),
+        // In multi-stream mode the catalog stands where the lister is, and one record source reads every stream.
+        let multi = self.streams.is_some();
+        let lister_or_catalog =
+            if multi { self.catalog.as_ref().map(|_| ()) } else { self.lister.as_ref().map(|_| ()) };
+        let (source, lister): (Arc<dyn RecordSource>, Option<Arc<dyn ShardLister>>) =
+            match (self.source, lister_or_catalog, self.kinesis.clone()) {
+                (Some(source), Some(()), None) => (source, self.lister),
                 (None, None, Some(client)) => {
                     let source: Arc<dyn RecordSource> = match self.retrieval {
                         Retrieval::Polling(config) => {
@@ -290,11 +343,26 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
                             Arc::new(FanOutSource::new(client.clone(), name, config)?)
                         }
                     };
-                    (source, Arc::new(KinesisShardLister::new(client, self.stream.to_string())))
+                    if multi {
+                        self.catalog = Some(Arc::new(KinesisStreamCatalog::new(client)));
+                        (source, None)
+                    } else {
+                        (source, Some(Arc::new(KinesisShardLister::new(client, self.stream.to_string()))))
+                    }
+                }
+                (None, None, None) if multi => {
+                    return invalid(
+                        "no Kinesis access: call kinesis_client(..), or record_source(..) with stream_catalog(..)",
+                    );
                 }
                 (None, None, None) => {
                     return invalid(
                         "no Kinesis access: call kinesis_client(..), or record_source(..) with shard_lister(..)",
+                    );
+                }
+                _ if multi => {
+                    return invalid(
+                        "choose one: kinesis_client(..), or record_source(..) together with stream_catalog(..)",
                     );
                 }
                 _ => {
@@ -303,14 +371,23 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
                     );
                 }
             };
+        let mode = match (self.streams, self.catalog, lister) {
+            (Some(source), Some(catalog), _) => StreamMode::Multi(MultiStream {
+                source,
+                catalog,
+                discovery_interval: self.stream_discovery_interval,
+                removed_grace: self.removed_stream_grace,
+            }),
+            (None, _, Some(lister)) => StreamMode::Single { stream: self.stream, lister },
+            _ => return invalid("internal: no shard lister or stream catalog"),
+        };
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         Ok(Worker::assemble(super::Parts {
-            stream: self.stream,
+            mode,
             application_name: self.application_name,
             worker_id,
             store,
             source,
-            lister,
             factory: Arc::new(factory),
             initial_position: self.initial_position,
             lease_config: self.lease_config,

@@ -1,6 +1,7 @@
 //! The [`Worker`]: one member of a consumer fleet. It runs the lease coordinator, keeps shard leases in sync with
 //! the stream, and runs one shard consumer per lease it holds, stopping each on a lease loss, a handoff or
-//! shutdown.
+//! shutdown. A multi-stream worker ([`Worker::multi_stream_builder`]) does the same for every stream of its
+//! [`StreamSource`](crate::discover::StreamSource), with one lease table (`streams.rs`).
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -36,6 +37,7 @@
 
 mod builder;
 mod control;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ use tracing::Instrument;
 
 pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
+use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
 use crate::KclError;
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
@@ -69,13 +72,30 @@ impl ShutdownHandle {
     }
 }
 
+/// The streams a worker consumes.
+pub(crate) enum StreamMode {
+    /// One stream; lease keys are bare shard ids.
+    Single { stream: Arc<str>, lister: Arc<dyn ShardLister> },
+    /// Several, discovered at run time; lease keys are `account:stream:creationEpoch:shardId`.
+    Multi(MultiStream),
+}
+
+impl StreamMode {
+    /// The stream name, or `(multi-stream)`, for logs.
+    fn label(&self) -> Arc<str> {
+        match self {
+            Self::Single { stream, .. } => stream.clone(),
+            Self::Multi(_) => Arc::from("(multi-stream)"),
+        }
+    }
+}
+
 pub(crate) struct Parts<F> {
-    stream: Arc<str>,
+    mode: StreamMode,
     application_name: String,
     worker_id: String,
     store: Arc<dyn LeaseStore>,
     source: Arc<dyn RecordSource>,
-    lister: Arc<dyn ShardLister>,
     factory: Arc<F>,
     initial_position: InitialPosition,
     lease_config: LeaseCoordinatorConfig,
@@ -100,7 +120,7 @@ pub struct Worker<F> {
 impl<F> std::fmt::Debug for Worker<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("stream", &self.parts.stream)
+            .field("stream", &self.parts.mode.label())
             .field("application_name", &self.parts.application_name)
             .field("worker_id", &self.parts.worker_id)
             .finish_non_exhaustive()
@@ -110,12 +130,54 @@ impl<F> std::fmt::Debug for Worker<F> {
 /// A running shard consumer, as the worker tracks it.
 struct Running {
     stop: watch::Sender<Option<StopReason>>,
+    /// The lease's stream identifier (multi-stream applications).
+    stream: Option<String>,
 }
 
 impl<F: ProcessorFactory> Worker<F> {
     /// Starts building a worker for `stream` (a name or an ARN) in application `application_name`.
     pub fn builder(stream: impl Into<Arc<str>>, application_name: impl Into<String>) -> WorkerBuilder<F> {
         WorkerBuilder::new(stream, application_name)
+    }
+
+    /// Starts building a worker of a multi-stream application: one lease table for every stream `streams` lists,
+    /// now and as it changes. Lease keys are `account:stream:creationEpoch:shardId` (Java KCL's multi-stream
+    /// format); processors see the stream in [`InitializeInput::lease_key`](crate::process::InitializeInput).
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # use kcl_core::{Batch, Checkpointer, RecordProcessor, Worker, process::BatchResult};
+    /// # use kcl_core::discover::StreamSource;
+    /// # use kcl_core::lease::MemoryLeaseStore;
+    /// # struct Printer;
+    /// # #[async_trait::async_trait]
+    /// # impl RecordProcessor for Printer {
+    /// #     async fn process_records(&mut self, _: &Batch, cp: &mut Checkpointer) -> BatchResult {
+    /// #         cp.checkpoint().await?;
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// # async fn run(client: aws_sdk_kinesis::Client) -> Result<(), kcl_core::KclError> {
+    /// // Streams named `orders-*`, as a config service (here: the environment) says at each discovery.
+    /// let streams = StreamSource::from_fn(|| async {
+    ///     let list = std::env::var("ORDER_STREAMS").unwrap_or_default();
+    ///     Ok(list.split(',').map(str::to_owned).collect())
+    /// });
+    /// let worker = Worker::multi_stream_builder("orders-app", streams)
+    ///     .kinesis_client(client)
+    ///     .lease_store(Arc::new(MemoryLeaseStore::new()))
+    ///     .stream_discovery_interval(std::time::Duration::from_secs(30))
+    ///     .removed_stream_grace(std::time::Duration::from_secs(600))
+    ///     .processor_factory(|_shard: &str| Printer)
+    ///     .build()?;
+    /// worker.run().await
+    /// # }
+    /// ```
+    pub fn multi_stream_builder(
+        application_name: impl Into<String>,
+        streams: crate::discover::StreamSource,
+    ) -> WorkerBuilder<F> {
+        WorkerBuilder::new_multi_stream(application_name, streams)
     }
 
     fn assemble(parts: Parts<F>) -> Self {
@@ -135,7 +197,7 @@ impl<F: ProcessorFactory> Worker<F> {
     /// Runs until a graceful shutdown completes. Dropping the future stops the worker like a crash: nothing is
     /// released, and other workers take its leases once they expire.
     pub async fn run(self) -> Result<(), KclError> {
-        let span = tracing::info_span!("worker", worker_id = %self.parts.worker_id, stream = %self.parts.stream);
+        let span = tracing::info_span!("worker", worker_id = %self.parts.worker_id, stream = %self.parts.mode.label());
         self.run_inner().instrument(span).await
     }
 
@@ -143,8 +205,13 @@ impl<F: ProcessorFactory> Worker<F> {
         let p = self.parts;
         let (coordinator, mut events) =
             LeaseCoordinator::start(p.store.clone(), p.worker_id.clone(), p.lease_config.clone())?;
+        let (stream, lister) = match &p.mode {
+            StreamMode::Single { stream, lister } => (stream.clone(), lister.clone()),
+            // The template's stream and syncer are replaced per stream (see `Consumers`).
+            StreamMode::Multi(_) => (Arc::from(""), Arc::new(NoShards) as Arc<dyn ShardLister>),
+        };
         let syncer = Arc::new(ShardSyncer::new(
-            p.lister.clone(),
+            lister,
             p.store.clone(),
             ShardSyncConfig {
                 initial_position: p.initial_position,
@@ -154,7 +221,7 @@ impl<F: ProcessorFactory> Worker<F> {
         ));
         let consumer = Arc::new(ShardConsumer {
             config: ConsumerConfig {
-                stream: p.stream.clone(),
+                stream,
                 initial_position: p.initial_position,
                 parent_poll_interval: p.parent_poll_interval,
                 retry_base: p.retry_base,
@@ -170,14 +237,34 @@ impl<F: ProcessorFactory> Worker<F> {
             control: Arc::new(CoordinatorControl(coordinator.clone())),
             syncer: syncer.clone(),
         });
-        let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
-        let sync_task =
-            tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone()).in_current_span());
+        let (mut consumers, sync_task) = match &p.mode {
+            StreamMode::Single { .. } => {
+                let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
+                let task = sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone());
+                (Consumers::Single(consumer), tokio::spawn(task.in_current_span()))
+            }
+            StreamMode::Multi(settings) => {
+                let (tracker, active) = StreamTracker::new(
+                    settings.clone(),
+                    p.store.clone(),
+                    p.worker_id.clone(),
+                    p.initial_position,
+                    p.shard_sync_interval,
+                    p.finished_lease_grace,
+                    coordinator.clone(),
+                );
+                let consumers = Consumers::Multi { template: consumer, active, by_stream: HashMap::new() };
+                (consumers, tokio::spawn(tracker.run().in_current_span()))
+            }
+        };
 
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
         // Leases acquired again while their previous consumer is still stopping; started when it exits.
         let mut waiting: HashMap<String, Lease> = HashMap::new();
+        // Held leases of streams not consumed now (multi-stream: not yet discovered here, or removed), by key, with
+        // their stream identifier. They are renewed but not processed until their stream is listed again.
+        let mut idle: HashMap<String, Option<String>> = HashMap::new();
         let mut tasks: JoinSet<(String, ConsumerExit)> = JoinSet::new();
         let (shutdown_done_tx, mut shutdown_done) = mpsc::channel::<Result<(), KclError>>(1);
         let mut shutting_down = false;
@@ -205,7 +292,7 @@ impl<F: ProcessorFactory> Worker<F> {
                         if running.contains_key(&lease.lease_key) {
                             waiting.insert(lease.lease_key.clone(), lease);
                         } else {
-                            start_consumer(&mut tasks, &mut running, &consumer, &p.factory, lease);
+                            start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                         }
                     }
                     Some(LeaseEvent::HandoffRequested { lease_key }) => match running.get(&lease_key) {
@@ -217,6 +304,7 @@ impl<F: ProcessorFactory> Worker<F> {
                     },
                     Some(LeaseEvent::Lost { lease_key, reason }) => {
                         waiting.remove(&lease_key);
+                        idle.remove(&lease_key);
                         if let Some(run) = running.get(&lease_key) {
                             tracing::info!(lease_key, ?reason, "lease lost; stopping its consumer");
                             run.stop.send_if_modified(|current| set_once(current, StopReason::LeaseLost));
@@ -237,13 +325,24 @@ impl<F: ProcessorFactory> Worker<F> {
                             continue;
                         }
                     };
-                    running.remove(&lease_key);
+                    let stream = running.remove(&lease_key).and_then(|run| run.stream);
+                    let stopped_gracefully = matches!(exit, ConsumerExit::Stopped(StopReason::Handoff));
                     on_consumer_exit(&coordinator, &lease_key, exit).await;
                     if let Some(lease) = waiting.remove(&lease_key)
                         && coordinator.is_held(&lease.lease_key)
                     {
-                        start_consumer(&mut tasks, &mut running, &consumer, &p.factory, lease);
+                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
+                    } else if !shutting_down && stopped_gracefully && stream.is_some()
+                        && let Some(lease) = coordinator.held_leases().into_iter().find(|l| l.lease_key == lease_key)
+                    {
+                        // Stopped because its stream was removed, and still ours (no handoff): hold it idle (the sync
+                        // leader deletes it after the grace period) so that no other worker starts on it again — or
+                        // restart it at once if the stream was listed again meanwhile.
+                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                     }
+                }
+                () = consumers.changed(), if !shutting_down => {
+                    on_streams_changed(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, &coordinator);
                 }
             }
         };
@@ -278,6 +377,7 @@ fn start_consumer<F: ProcessorFactory>(
 ) {
     let (stop_tx, stop) = StopSignal::new();
     let lease_key = lease.lease_key.clone();
+    let stream = lease.stream_identifier.clone();
     let consumer = consumer.clone();
     let factory = factory.clone();
     metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).increment(1.0);
@@ -290,7 +390,7 @@ fn start_consumer<F: ProcessorFactory>(
         }
         .in_current_span(),
     );
-    running.insert(lease_key, Running { stop: stop_tx });
+    running.insert(lease_key, Running { stop: stop_tx, stream });
 }
 
 async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str, exit: ConsumerExit) {
