@@ -1,8 +1,10 @@
-//! Shared pieces of the kcl-rs examples: IoT telemetry (formats, rolling windows and alerts, a traffic generator),
+//! Shared pieces of the kcl-rs examples: where their stream and lease table live (memory, emulators or AWS, and the
+//! command-line flags that choose), IoT telemetry (formats, rolling windows and alerts, a traffic generator),
 //! Kinesis plumbing, a delivery ledger that checks what a fleet processed (every record, duplicates, per-key order),
 //! and a SQLite lease store for fleets on one host.
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod iot;
 pub mod kinesis;
 pub mod ledger;

@@ -10,25 +10,27 @@
 //! hyper out of the build and lets the example bind port 0 and say which port it got. Loopback only: metrics name
 //! streams and shards, which is nobody else's business.
 
-// The quickstart's backends (memory, emulators, AWS); its resharding helpers are not used here.
-#[allow(dead_code)]
-#[path = "quickstart/backend.rs"]
-mod backend;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backend::{AwsOptions, Backend, BoxError};
 use clap::Parser;
 use kcl_core::process::BatchResult;
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, ShutdownHandle};
+use kcl_examples::backend::{Backend, BackendArgs, ExampleStream};
 use kcl_examples::iot::Reading;
+use kcl_examples::kinesis::BoxError;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The quickstart's stream and application name (this is the quickstart's consumer, with an exporter).
+const STREAM: ExampleStream =
+    ExampleStream { application: "quickstart", stream_prefix: "kcl-prometheus", shards: 4, reuse_existing: false };
+
 #[derive(Parser, Debug)]
 #[command(about = "kcl-rs workers consuming an IoT stream, with their metrics served to Prometheus")]
+// The shared flag names no example; say which fresh name this one makes up.
+#[command(mut_arg("stream", |arg| arg.help("Stream name in Kinesis mode (default: a fresh `kcl-prometheus-…` name)")))]
 struct Args {
     /// Port of the metrics endpoint on 127.0.0.1 (0: any free port, printed on start).
     #[arg(long, default_value_t = 9898)]
@@ -42,24 +44,9 @@ struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration_secs: Option<u64>,
-    /// Kinesis endpoint (for example kinesis-mock); switches from the in-memory stream to Kinesis.
-    #[arg(long)]
-    kinesis_endpoint: Option<String>,
-    /// DynamoDB endpoint (for example DynamoDB Local) for the lease table.
-    #[arg(long)]
-    dynamodb_endpoint: Option<String>,
-    /// Use real AWS (standard credential chain and region) instead of memory.
-    #[arg(long)]
-    aws: bool,
-    /// AWS region (default: from the environment; us-east-1 with local endpoints).
-    #[arg(long)]
-    region: Option<String>,
-    /// Stream name in Kinesis mode (default: a fresh `kcl-prometheus-…` name).
-    #[arg(long)]
-    stream: Option<String>,
-    /// Keep the stream and lease table at the end (Kinesis mode).
-    #[arg(long)]
-    keep: bool,
+    /// Where the stream and the lease table live (memory, emulators or AWS).
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// Parses each reading and checkpoints after every batch; the framework counts what it processed.
@@ -140,18 +127,7 @@ async fn main() -> Result<(), BoxError> {
     let address = listener.local_addr()?;
     tokio::spawn(serve(listener, handle));
 
-    let backend = if args.aws || args.kinesis_endpoint.is_some() || args.dynamodb_endpoint.is_some() {
-        Backend::aws(AwsOptions {
-            kinesis_endpoint: args.kinesis_endpoint.clone(),
-            dynamodb_endpoint: args.dynamodb_endpoint.clone(),
-            region: args.region.clone(),
-            stream: args.stream.clone().unwrap_or_else(|| format!("kcl-prometheus-{}", now_millis() % 1_000_000_000)),
-            keep: args.keep,
-        })
-        .await?
-    } else {
-        Backend::memory()
-    };
+    let backend = Backend::connect(&args.backend, &STREAM).await?;
     // Tests and scripts read this line to find the endpoint.
     println!("metrics: http://{address}/metrics");
     println!("consuming {} with 2 workers; Ctrl-C stops", backend.describe());
@@ -164,7 +140,7 @@ async fn run(args: &Args, backend: &Backend) -> Result<(), BoxError> {
     let mut fleet: Vec<(ShutdownHandle, tokio::task::JoinHandle<Result<(), kcl_core::KclError>>)> = Vec::new();
     for id in ["worker-1", "worker-2"] {
         let worker = backend
-            .worker()?
+            .worker()
             .worker_id(id)
             .initial_position(InitialPosition::TrimHorizon)
             .processor_factory(|_shard: &str| ReadingProcessor)

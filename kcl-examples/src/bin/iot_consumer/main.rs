@@ -10,8 +10,6 @@
 //! * `… -- --kinesis-endpoint http://127.0.0.1:4567 --dynamodb-endpoint http://127.0.0.1:8000` — emulators.
 //! * `… -- --aws` — real AWS (creates a stream and a lease table, deletes both unless `--keep`; costs money).
 
-mod backend;
-
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -19,18 +17,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backend::{AwsOptions, Backend};
 use clap::Parser;
 use kcl_core::process::{
     BatchFailure, BatchResult, Checkpointing, FailedRecords, FailureDestination, JsonLinesDestination, OnExhausted,
     PartialRetry, ProcessingConfig, ProcessorError, RecordFilter, RetryPolicy,
 };
 use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor};
+use kcl_examples::backend::{Backend, BackendArgs, ExampleStream};
 use kcl_examples::iot::{self, AlertRules, Monitor, TrafficConfig};
 use kcl_examples::kinesis::BoxError;
 
 #[derive(Parser, Debug)]
 #[command(about = "Consume IoT telemetry: rolling per-device stats, threshold alerts, malformed payloads set aside")]
+// The shared flag names no example; say which fresh name this one makes up.
+#[command(mut_arg("stream", |arg| arg.help("Stream name in Kinesis mode (default: a fresh `kcl-iot-…` name)")))]
 struct Args {
     /// Seed of the generated device traffic.
     #[arg(long, default_value_t = 7)]
@@ -74,24 +74,9 @@ struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
-    /// Kinesis endpoint (for example kinesis-mock); switches from the in-memory stream to Kinesis.
-    #[arg(long)]
-    kinesis_endpoint: Option<String>,
-    /// DynamoDB endpoint (for example DynamoDB Local) for the lease table.
-    #[arg(long)]
-    dynamodb_endpoint: Option<String>,
-    /// Use real AWS (standard credential chain and region) instead of memory.
-    #[arg(long)]
-    aws: bool,
-    /// AWS region (default: from the environment; us-east-1 with local endpoints).
-    #[arg(long)]
-    region: Option<String>,
-    /// Stream name in Kinesis mode (default: a fresh `kcl-iot-…` name).
-    #[arg(long)]
-    stream: Option<String>,
-    /// Keep the stream and lease table at the end (Kinesis mode).
-    #[arg(long)]
-    keep: bool,
+    /// Where the stream and the lease table live (memory, emulators or AWS).
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// State every processor of the worker shares. Devices are independent, but a lane's keys move when leases move,
@@ -188,19 +173,14 @@ async fn main() -> Result<(), BoxError> {
     if args.devices == 0 || args.shards == 0 {
         return Err("--devices and --shards must be at least 1".into());
     }
-    let backend = if args.aws || args.kinesis_endpoint.is_some() || args.dynamodb_endpoint.is_some() {
-        Backend::aws(AwsOptions {
-            kinesis_endpoint: args.kinesis_endpoint.clone(),
-            dynamodb_endpoint: args.dynamodb_endpoint.clone(),
-            region: args.region.clone(),
-            stream: args.stream.clone().unwrap_or_else(|| format!("kcl-iot-{}", now_millis() % 1_000_000_000)),
-            shards: i32::try_from(args.shards).map_err(|_| "--shards is too large")?,
-            keep: args.keep,
-        })
-        .await?
-    } else {
-        Backend::memory(args.shards)
+    // An existing stream is used as it is: a producer (an MQTT bridge) may have created it already.
+    let stream = ExampleStream {
+        application: "iot-consumer",
+        stream_prefix: "kcl-iot",
+        shards: args.shards,
+        reuse_existing: true,
     };
+    let backend = Backend::connect(&args.backend, &stream).await?;
     let outcome = run(&args, &backend).await;
     backend.cleanup().await;
     match outcome {

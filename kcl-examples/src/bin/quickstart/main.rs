@@ -9,21 +9,31 @@
 //! * `… -- --aws` — against real AWS with the standard credential chain and region (creates a stream and a table,
 //!   deletes both at the end unless `--keep`; this costs money).
 
-mod backend;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use backend::{AwsOptions, Backend, BoxError, MERGE, SPLIT};
 use clap::Parser;
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::process::BatchResult;
 use kcl_core::{Batch, Checkpointer, InitialPosition, KclError, RecordProcessor, ShutdownHandle};
+use kcl_examples::backend::{Backend, BackendArgs, ExampleStream};
 use kcl_examples::iot::Reading;
+use kcl_examples::kinesis::BoxError;
 use kcl_examples::ledger::Ledger;
+
+/// The quickstart's stream: 4 fresh shards, because the script splits and merges shards by name.
+const STREAM: ExampleStream =
+    ExampleStream { application: "quickstart", stream_prefix: "kcl-quickstart", shards: 4, reuse_existing: false };
+/// The shard the quickstart splits, and the two it merges (as Kinesis names a new 4-shard stream's shards).
+const SPLIT: &str = "shardId-000000000000";
+const MERGE: [&str; 2] = ["shardId-000000000002", "shardId-000000000003"];
+/// The middle of shard 0's hash key range in a 4-shard stream.
+const SPLIT_AT: u128 = 1 << 125;
 
 #[derive(Parser, Debug)]
 #[command(about = "Three kcl-rs workers consume an IoT stream through a split, a merge and a worker stop")]
+// The shared flag names no example; say which fresh name this one makes up.
+#[command(mut_arg("stream", |arg| arg.help("Stream name in Kinesis mode (default: a fresh `kcl-quickstart-…` name)")))]
 struct Args {
     /// How many readings to put.
     #[arg(long, default_value_t = 20_000)]
@@ -34,24 +44,9 @@ struct Args {
     /// Give up waiting for the fleet after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
-    /// Kinesis endpoint (for example kinesis-mock); switches from the in-memory stream to Kinesis.
-    #[arg(long)]
-    kinesis_endpoint: Option<String>,
-    /// DynamoDB endpoint (for example DynamoDB Local) for the lease table.
-    #[arg(long)]
-    dynamodb_endpoint: Option<String>,
-    /// Use real AWS (standard credential chain and region) instead of memory.
-    #[arg(long)]
-    aws: bool,
-    /// AWS region (default: from the environment; us-east-1 with local endpoints).
-    #[arg(long)]
-    region: Option<String>,
-    /// Stream name in Kinesis mode (default: a fresh `kcl-quickstart-…` name).
-    #[arg(long)]
-    stream: Option<String>,
-    /// Keep the stream and lease table at the end (Kinesis mode).
-    #[arg(long)]
-    keep: bool,
+    /// Where the stream and the lease table live (memory, emulators or AWS).
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// Parses each reading and notes its delivery; checkpoints after every batch.
@@ -86,7 +81,7 @@ fn start_worker(id: &str, backend: &Backend, ledger: &Arc<Ledger>) -> Result<Mem
     let worker_name: Arc<str> = Arc::from(id);
     let ledger = ledger.clone();
     let worker = backend
-        .worker()?
+        .worker()
         .worker_id(id)
         .initial_position(InitialPosition::TrimHorizon)
         .lease_config(lease_config)
@@ -117,19 +112,7 @@ async fn main() -> Result<(), BoxError> {
     if args.devices == 0 {
         return Err("--devices must be at least 1".into());
     }
-    let backend = if args.aws || args.kinesis_endpoint.is_some() || args.dynamodb_endpoint.is_some() {
-        let suffix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros()) % 1_000_000_000;
-        Backend::aws(AwsOptions {
-            kinesis_endpoint: args.kinesis_endpoint.clone(),
-            dynamodb_endpoint: args.dynamodb_endpoint.clone(),
-            region: args.region.clone(),
-            stream: args.stream.clone().unwrap_or_else(|| format!("kcl-quickstart-{suffix}")),
-            keep: args.keep,
-        })
-        .await?
-    } else {
-        Backend::memory()
-    };
+    let backend = Backend::connect(&args.backend, &STREAM).await?;
     let outcome = run(&args, &backend).await;
     backend.cleanup().await;
     match outcome {
@@ -172,11 +155,11 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
         backend.put(batch).await?;
         match chunk {
             20 => {
-                backend.split().await?;
+                backend.split(SPLIT, SPLIT_AT).await?;
                 println!("{} split {SPLIT}", elapsed(started));
             }
             40 => {
-                backend.merge().await?;
+                backend.merge(MERGE[0], MERGE[1]).await?;
                 println!("{} merged {} and {}", elapsed(started), MERGE[0], MERGE[1]);
             }
             60 => {
