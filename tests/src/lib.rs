@@ -3,6 +3,7 @@
 //! the chaos verifier ([`verify`]).
 #![deny(missing_docs)]
 
+pub mod chaos;
 pub mod emulators;
 pub mod own_kinesis;
 pub mod proxy;

@@ -91,6 +91,11 @@ fn counters(w: &Write) -> (Option<u64>, Option<u64>) {
     }
 }
 
+/// Whether two writes would leave the same state.
+fn same_effect(a: &Write, b: &Write) -> bool {
+    (a.op, &a.owner, a.counter, &a.to, &a.checkpoint) == (b.op, &b.owner, b.counter, &b.to, &b.checkpoint)
+}
+
 /// Whether `w`'s condition holds in `state` (creates and deletes have no counter condition).
 fn condition_holds(w: &Write, state: &State) -> bool {
     let owner = w.owner.as_deref();
@@ -153,6 +158,9 @@ fn check_one(
     let fenced = |w: &Write| !matches!(w.op, Op::Create | Op::Delete);
     // Accepted writes by the counter they produced; forks are failures.
     let mut producer: BTreeMap<u64, (&Write, &str)> = BTreeMap::new();
+    // Counters two accepted writes produced: what state they left is unknowable, so nothing is judged against it
+    // (one failure, not a cascade of them).
+    let mut forked: Vec<u64> = Vec::new();
     let mut unknown_from: HashMap<u64, Vec<(&Write, &str)>> = HashMap::new();
     for &(w, worker) in writes {
         let (before, after) = counters(w);
@@ -168,9 +176,12 @@ fn check_one(
                          change it did not fence against",
                         describe(w, worker)
                     ));
+                    forked.push(after);
+                    continue;
                 }
                 let Some(after) = after else { continue };
                 if let Some((other, other_worker)) = producer.insert(after, (w, worker)) {
+                    forked.push(after);
                     report.fail(format!(
                         "lease {lease}: fork at counter {after}: both {} and {} were accepted — one of them wrote \
                          with a lease it no longer held",
@@ -192,8 +203,9 @@ fn check_one(
         }
     }
     // Fill gaps. A create whose answer was lost may still have created the lease (every worker creates the same
-    // initial lease, so any of them will do); an accepted write fenced on counter c whose producer is missing proves
-    // that the single unknown write fenced on c - 1 landed.
+    // initial lease, so any of them will do). An accepted write fenced on counter c whose producer is missing proves
+    // that one unknown write fenced on c - 1 landed: if there is one, or several identical ones (a worker retrying
+    // the same write; at most one of them can land), the state it left is known.
     for &(w, worker) in writes {
         if w.op == Op::Create
             && w.outcome == Outcome::Unknown
@@ -206,10 +218,14 @@ fn check_one(
     for c in fences {
         if c > 0
             && !producer.contains_key(&c)
-            && let Some([only]) = unknown_from.get(&(c - 1)).map(Vec::as_slice)
+            && let Some([first, rest @ ..]) = unknown_from.get(&(c - 1)).map(Vec::as_slice)
+            && rest.iter().all(|(w, worker)| same_effect(w, first.0) && *worker == first.1)
         {
-            producer.insert(c, *only);
+            producer.insert(c, *first);
         }
+    }
+    for counter in forked {
+        producer.remove(&counter);
     }
     // Replay the chain in counter order and judge each accepted write against the state it was fenced on.
     let mut states: BTreeMap<u64, State> = BTreeMap::new();

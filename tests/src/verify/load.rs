@@ -14,7 +14,9 @@ use kcl_core::{ExtendedSequenceNumber, SequenceNumber};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Delivery, EndReason, Entry, Event, Op, Outcome, Put, ShardState, Write};
+use kcl_core::lease::Lease;
+
+use super::{Delivery, EndReason, Entry, Event, History, Op, Outcome, Put, ShardState, Write};
 
 type Error = String;
 
@@ -27,9 +29,14 @@ pub(crate) fn parse_position(text: &str) -> Result<ExtendedSequenceNumber, Error
     ExtendedSequenceNumber::parse(checkpoint, sub).map_err(|e| format!("bad position {text:?}: {e}"))
 }
 
-/// The lines of a file, without a torn (unterminated) last line.
+/// The lines of a file, without a torn (unterminated) last line. A missing file has none: a worker killed right
+/// after it was started may not have created its files yet.
 fn lines(path: &Path) -> Result<Vec<String>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
     let complete = match text.rfind('\n') {
         Some(end) => &text[..end],
         None => "",
@@ -114,7 +121,7 @@ fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, Error> {
     v.get(name).ok_or_else(|| format!("missing `{name}`"))
 }
 
-fn text(v: &Value, name: &str) -> Result<String, Error> {
+fn text_field(v: &Value, name: &str) -> Result<String, Error> {
     field(v, name)?.as_str().map(str::to_owned).ok_or_else(|| format!("`{name}` is not a string"))
 }
 
@@ -157,9 +164,9 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
             let at = |e: String| format!("{}:{}: {e}", path.display(), n + 1);
             let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
             let t = number(&v, "t").map_err(at)?;
-            let event = match text(&v, "ev").map_err(at)?.as_str() {
+            let event = match text_field(&v, "ev").map_err(at)?.as_str() {
                 "start" => {
-                    worker = text(&v, "worker").map_err(at)?;
+                    worker = text_field(&v, "worker").map_err(at)?;
                     pid = number(&v, "pid").map_err(at)? as u32;
                     calls.clear();
                     cps.clear();
@@ -167,14 +174,14 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
                 }
                 "exit" => Event::Exit { ok: field(&v, "ok").map_err(at)?.as_bool().unwrap_or(false) },
                 "init" => Event::Init {
-                    epoch: text(&v, "epoch").map_err(at)?,
-                    shard: text(&v, "shard").map_err(at)?,
-                    checkpoint: parse_position(&text(&v, "checkpoint").map_err(at)?).map_err(at)?,
+                    epoch: text_field(&v, "epoch").map_err(at)?,
+                    shard: text_field(&v, "shard").map_err(at)?,
+                    checkpoint: parse_position(&text_field(&v, "checkpoint").map_err(at)?).map_err(at)?,
                 },
                 "end" => Event::End {
-                    epoch: text(&v, "epoch").map_err(at)?,
-                    shard: text(&v, "shard").map_err(at)?,
-                    why: match text(&v, "why").map_err(at)?.as_str() {
+                    epoch: text_field(&v, "epoch").map_err(at)?,
+                    shard: text_field(&v, "shard").map_err(at)?,
+                    why: match text_field(&v, "why").map_err(at)?.as_str() {
                         "lease_lost" => EndReason::LeaseLost,
                         "shutdown" => EndReason::Shutdown,
                         "shard_ended" => EndReason::ShardEnded,
@@ -182,14 +189,14 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
                     },
                 },
                 "cp" => {
-                    let (epoch, pos) = (text(&v, "epoch").map_err(at)?, text(&v, "pos").map_err(at)?);
+                    let (epoch, pos) = (text_field(&v, "epoch").map_err(at)?, text_field(&v, "pos").map_err(at)?);
                     cps.insert((epoch.clone(), pos.clone()), entries.len());
-                    let shard = text(&v, "shard").map_err(at)?;
+                    let shard = text_field(&v, "shard").map_err(at)?;
                     let pos = parse_position(&pos).map_err(at)?;
                     Event::Checkpoint { epoch, shard, pos, ok: None, done: None }
                 }
                 "cp_done" => {
-                    let key = (text(&v, "epoch").map_err(at)?, text(&v, "pos").map_err(at)?);
+                    let key = (text_field(&v, "epoch").map_err(at)?, text_field(&v, "pos").map_err(at)?);
                     let index = cps.remove(&key).ok_or_else(|| at("cp_done without its cp".to_owned()))?;
                     if let Event::Checkpoint { ok, done, .. } = &mut entries[index].event {
                         *ok = field(&v, "ok").map_err(at)?.as_bool();
@@ -201,8 +208,8 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
                     calls.insert(number(&v, "id").map_err(at)?, entries.len());
                     let checkpoint = opt_text(&v, "checkpoint").map(|c| parse_position(&c)).transpose().map_err(at)?;
                     Event::Write(Write {
-                        op: op(&text(&v, "op").map_err(at)?).map_err(at)?,
-                        lease: text(&v, "lease").map_err(at)?,
+                        op: op(&text_field(&v, "op").map_err(at)?).map_err(at)?,
+                        lease: text_field(&v, "lease").map_err(at)?,
                         owner: opt_text(&v, "owner"),
                         counter: v.get("counter").and_then(Value::as_u64),
                         to: opt_text(&v, "to"),
@@ -213,7 +220,7 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
                 "ret" => {
                     let id = number(&v, "id").map_err(at)?;
                     let index = calls.remove(&id).ok_or_else(|| at(format!("ret {id} without its call")))?;
-                    let outcome = match text(&v, "result").map_err(at)?.as_str() {
+                    let outcome = match text_field(&v, "result").map_err(at)?.as_str() {
                         "ok" => Outcome::Accepted(v.get("counter").and_then(Value::as_u64)),
                         "condition" => Outcome::Refused,
                         _ => Outcome::Unknown,
@@ -253,4 +260,69 @@ pub async fn fetch_shards(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Re
             None => return Ok(shards),
         }
     }
+}
+
+/// Saves the end state a run was judged on (`leases.jsonl`, `shards.jsonl`), so that [`load_run`] can judge it again
+/// after the stream and table are gone.
+pub fn save_end_state(dir: &Path, leases: &[Lease], shards: &[ShardState]) -> Result<(), Error> {
+    let mut text = String::new();
+    for lease in leases {
+        let line = serde_json::json!({
+            "lease": lease.lease_key, "shard": lease.shard_id, "owner": lease.lease_owner,
+            "counter": lease.lease_counter, "checkpoint": position_text(&lease.checkpoint),
+        });
+        text.push_str(&format!("{line}\n"));
+    }
+    write(&dir.join("leases.jsonl"), &text)?;
+    let mut text = String::new();
+    for shard in shards {
+        text.push_str(&format!("{}\n", serde_json::json!({"shard": shard.shard, "closed": shard.closed})));
+    }
+    write(&dir.join("shards.jsonl"), &text)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn position_text(position: &ExtendedSequenceNumber) -> String {
+    match position.sequence_number() {
+        Some(seq) => format!("{seq}/{}", position.sub_sequence()),
+        None => position.checkpoint_str().to_owned(),
+    }
+}
+
+/// Loads a kept chaos run directory: `*.out.jsonl`, `*.journal.jsonl`, `puts.jsonl` and the saved end state.
+pub fn load_run(dir: &Path) -> Result<History, Error> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let ending =
+        |suffix: &str| files.iter().filter(|p| p.to_string_lossy().ends_with(suffix)).cloned().collect::<Vec<_>>();
+    let mut leases = Vec::new();
+    for text in lines(&dir.join("leases.jsonl"))? {
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut lease = Lease::new_for_shard(text_field(&v, "shard")?, parse_position(&text_field(&v, "checkpoint")?)?);
+        lease.lease_key = text_field(&v, "lease")?;
+        lease.lease_owner = opt_text(&v, "owner");
+        lease.lease_counter = number(&v, "counter")?;
+        leases.push(lease);
+    }
+    let mut shards = Vec::new();
+    for text in lines(&dir.join("shards.jsonl"))? {
+        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        shards.push(ShardState {
+            shard: text_field(&v, "shard")?,
+            closed: v.get("closed").and_then(Value::as_bool).unwrap_or(false),
+        });
+    }
+    Ok(History {
+        puts: load_puts(&dir.join("puts.jsonl"))?,
+        deliveries: load_outputs(&ending(".out.jsonl"))?,
+        journal: load_journal(&ending(".journal.jsonl"))?,
+        leases,
+        shards,
+    })
 }

@@ -35,7 +35,7 @@ use std::fmt;
 use kcl_core::lease::Lease;
 use kcl_core::{ExtendedSequenceNumber, SequenceNumber};
 
-pub use load::{fetch_shards, load_journal, load_outputs, load_puts, write_put_line};
+pub use load::{fetch_shards, load_journal, load_outputs, load_puts, load_run, save_end_state, write_put_line};
 pub use records::ResumeGap;
 
 /// One record the producer put (one user record; sub-sequence > 0 inside a KPL aggregate).
