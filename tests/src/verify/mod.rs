@@ -13,7 +13,9 @@
 //! 3. **Every duplicate is explained.** A redelivery must come from a different processor instance (an *epoch*)
 //!    that started from a checkpoint below the record, and the epoch that delivered it before must have ended
 //!    without an accepted checkpoint covering it: killed (no `end`, no clean `exit`), lease lost, or a graceful stop
-//!    whose final checkpoint failed. Counts per cause are reported.
+//!    whose final checkpoint failed. Or the redelivering epoch is the *older* of two that had the shard at once: a
+//!    zombie that had lost its lease and kept processing until it noticed (it must end with `lease_lost` or be
+//!    killed). Counts per cause are reported.
 //! 4. **Final checkpoints.** `SHARD_END` for closed shards (or the lease deleted after an accepted `SHARD_END`),
 //!    the last put position for open ones.
 //! 5. **No zombie checkpoint was accepted.** See [`leases`]: the lease history is rebuilt from every worker's
@@ -253,6 +255,9 @@ pub enum DuplicateCause {
     LeaseLost,
     /// The previous epoch stopped gracefully but its final checkpoint was not accepted.
     UncheckpointedHandoff,
+    /// A processor that had lost its lease (paused, cut off) processed records again before it noticed, while the
+    /// new owner processed them too. Allowed: the fence refuses its checkpoints.
+    Zombie,
 }
 
 /// The verdict and the figures.

@@ -241,6 +241,17 @@ fn explain(epochs: &Epochs, before: &[&Delivery], again: &Delivery) -> Result<Du
     }
     let previous = before.last().map(|d| d.epoch.as_str()).unwrap_or_default();
     let e1 = epochs.get(previous).ok_or("the previous epoch has no `init` in any journal")?;
+    if e2.start < e1.start {
+        // The redelivering processor is the older one: two had the shard at once, which is allowed only while the
+        // older one has lost its lease without noticing yet (a zombie, whose checkpoints the fence refuses).
+        let lost =
+            matches!(e2.end, Some((_, EndReason::LeaseLost))) || (e2.end.is_none() && epochs.process_crashed(e2));
+        return if lost {
+            Ok(DuplicateCause::Zombie)
+        } else {
+            Err(format!("it overlapped with the newer {previous} but never lost its lease"))
+        };
+    }
     if let Some((cp, _)) = e1.accepted.iter().find(|(cp, _)| *cp >= position) {
         return Err(format!("{previous} had checkpoint {cp} accepted, covering it"));
     }

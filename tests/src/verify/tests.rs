@@ -295,3 +295,35 @@ fn resume_gaps_measure_from_the_kill_to_the_next_start() {
     assert_eq!(shards, ["s0", "s1"]);
     assert!(gaps.iter().all(|g| g.gap_us.is_some_and(|us| us > 0)));
 }
+
+#[test]
+fn a_zombie_redelivering_after_the_new_owner_is_explained_only_if_it_lost_its_lease() {
+    let judge = |zombie_end: EndReason| {
+        let mut b = Builder::default();
+        b.put("s1", 10, "c");
+        b.put("s1", 11, "c");
+        b.journal("A", 1, Event::Start);
+        b.init("A", 1, "A#1#0", "s1", ExtendedSequenceNumber::TrimHorizon);
+        b.deliver("A", "A#1#0", &[0]);
+        // A is paused; B takes the lease over and processes both records.
+        b.journal("B", 2, Event::Start);
+        b.init("B", 2, "B#2#0", "s1", ExtendedSequenceNumber::TrimHorizon);
+        b.deliver("B", "B#2#0", &[0, 1]);
+        b.checkpoint("B", 2, "B#2#0", "s1", pos(11), 1);
+        // A wakes up and processes the next record it had fetched before it notices.
+        b.deliver("A", "A#1#0", &[1]);
+        b.end("A", 1, "A#1#0", "s1", zombie_end);
+        b.journal("A", 1, Event::Exit { ok: true });
+        b.journal("B", 2, Event::Exit { ok: true });
+        let mut report = Report::default();
+        records::check_deliveries(&b.h, &records::Epochs::from_journal(&b.h.journal), &mut report);
+        report
+    };
+    let report = judge(EndReason::LeaseLost);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.duplicates, 2);
+    assert_eq!(report.duplicate_causes.get(&DuplicateCause::LeaseLost), Some(&1));
+    assert_eq!(report.duplicate_causes.get(&DuplicateCause::Zombie), Some(&1));
+    let failures = failures(&judge(EndReason::Shutdown));
+    assert!(failures.contains("overlapped with the newer B#2#0 but never lost its lease"), "{failures}");
+}
