@@ -144,3 +144,40 @@ async fn dynamodb_clients_and_the_lease_store_see_each_fault_kind() {
     assert!(store.get_lease("shard-1").await.unwrap().is_some(), "the delayed write took effect");
     client.delete_table().table_name(&table).send().await.unwrap();
 }
+
+/// A conditional write whose first attempt was carried out but whose answer was lost, and which the SDK then
+/// retried (its standard retry policy retries a broken response), fails its condition on the retry: the lease moved
+/// on because of the write itself. The store must not call that a lost race (`ConditionFailed` promises nothing was
+/// changed); the outcome is unknown.
+#[tokio::test]
+async fn a_write_retried_by_the_sdk_after_a_lost_answer_is_not_reported_as_refused() {
+    let proxy = FaultProxy::start(emulators().dynamodb_endpoint(), Flavor::DynamoDb, 3).await.unwrap();
+    // The SDK's default retry policy (3 attempts), as workers use it.
+    let client = aws_sdk_dynamodb::Client::new(&Emulators::sdk_config(&proxy.endpoint()).await);
+    let table = unique_name("proxy-retry");
+    let store = DynamoLeaseStore::builder(client.clone(), &table).build().await.unwrap();
+    let lease = kcl_core::lease::Lease::new_for_shard("shard-1", kcl_core::ExtendedSequenceNumber::TrimHorizon);
+    store.create_lease_if_not_exists(&lease).await.unwrap();
+    let taken = store.take_lease("shard-1", 0, "w1").await.unwrap();
+    let fence = taken.fence().unwrap();
+
+    let drop_once = || FaultPlan::always(FaultKind::DropMidResponse, DELAY).limited(1);
+    proxy.control().set(Some(drop_once()));
+    let renewed = store.renew_lease(&fence).await;
+    assert!(renewed.as_ref().is_err_and(|e| e.is_retryable()) || renewed.is_ok(), "renew: {renewed:?}");
+    let now = store.get_lease("shard-1").await.unwrap().unwrap();
+    assert_eq!(now.lease_counter, fence.counter + 1, "the first attempt was carried out");
+
+    proxy.control().set(Some(drop_once()));
+    let checkpoint = kcl_core::ExtendedSequenceNumber::sequence(kcl_core::SequenceNumber::from_u128(7));
+    let written = store.update_checkpoint(&now.fence().unwrap(), &checkpoint).await;
+    assert!(written.as_ref().is_err_and(|e| e.is_retryable()) || written.is_ok(), "checkpoint: {written:?}");
+
+    proxy.control().set(Some(drop_once()));
+    let taken = store.take_lease("shard-1", now.lease_counter + 1, "w2").await;
+    assert!(taken.as_ref().is_err_and(|e| e.is_retryable()) || taken.is_ok(), "take: {taken:?}");
+    let now = store.get_lease("shard-1").await.unwrap().unwrap();
+    assert_eq!((now.lease_owner.as_deref(), now.checkpoint), (Some("w2"), checkpoint));
+    assert_eq!(proxy.control().stats().total_injected(), 3);
+    client.delete_table().table_name(&table).send().await.unwrap();
+}

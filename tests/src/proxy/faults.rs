@@ -103,12 +103,19 @@ pub struct FaultPlan {
     pub kinds: Vec<(FaultKind, u32)>,
     /// How long a [`FaultKind::Delay`] holds the response back.
     pub delay: Duration,
+    /// How many faults to inject before passing everything again; `None`: no limit.
+    pub budget: Option<u64>,
 }
 
 impl FaultPlan {
     /// Every request gets `kind`.
     pub fn always(kind: FaultKind, delay: Duration) -> Self {
-        Self { rate: 1.0, kinds: vec![(kind, 1)], delay }
+        Self { rate: 1.0, kinds: vec![(kind, 1)], delay, budget: None }
+    }
+
+    /// The same plan, for the next `faults` faults only.
+    pub fn limited(self, faults: u64) -> Self {
+        Self { budget: Some(faults), ..self }
     }
 
     /// A share `rate` of requests get a fault of any kind: throttling most often, as in real life.
@@ -122,7 +129,7 @@ impl FaultPlan {
             (Delay, 1),
             (DropMidResponse, 1),
         ];
-        Self { rate, kinds, delay }
+        Self { rate, kinds, delay, budget: None }
     }
 }
 
@@ -184,8 +191,11 @@ impl FaultControl {
         // Draw both numbers on every request, so a seed gives the same sequence whatever the plan.
         let hit = state.rng.unit() < plan.rate;
         let mut pick = if total == 0 { 0 } else { state.rng.next() % total };
-        if !hit || total == 0 {
+        if !hit || total == 0 || plan.budget == Some(0) {
             return None;
+        }
+        if let Some(budget) = state.plan.as_mut().and_then(|p| p.budget.as_mut()) {
+            *budget -= 1;
         }
         for (kind, weight) in &plan.kinds {
             if pick < u64::from(*weight) {
@@ -253,6 +263,9 @@ mod tests {
         assert!(control.decide().is_none());
         let stats = control.stats();
         assert_eq!((stats.requests, stats.total_injected()), (101, 50));
+        control.set(Some(FaultPlan::always(FaultKind::InternalError, Duration::ZERO).limited(2)));
+        let decided: Vec<bool> = (0..4).map(|_| control.decide().is_some()).collect();
+        assert_eq!(decided, [true, true, false, false], "a limited plan stops after its budget");
     }
 
     #[test]
