@@ -279,9 +279,10 @@ pub struct Report {
     pub lease_moves: usize,
     /// Accepted lease writes.
     pub writes_accepted: usize,
-    /// Fenced writes the store refused (a worker writing after it lost the lease, or a lost race).
+    /// Fenced writes the store refused: a worker writing with a stale fence (it lost the lease, or a lost race), or
+    /// a retry meeting its own earlier attempt that had landed unseen.
     pub writes_refused: usize,
-    /// Of those, checkpoints: a zombie's checkpoint that the fence stopped.
+    /// Of those, checkpoints.
     pub checkpoints_refused: usize,
     /// Writes whose outcome the writer never learned.
     pub writes_unknown: usize,
