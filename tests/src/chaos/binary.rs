@@ -28,9 +28,20 @@ pub fn verify_worker() -> Result<PathBuf, String> {
     let profile_dir = exe.parent().and_then(Path::parent).ok_or("unexpected test executable location")?;
     let binary = profile_dir.join("verify-worker");
     let root = Path::new(ROOT);
-    let sources = ["kcl-core", "kcl-dynamo-lease", "kcl-examples"]
+    // Its sources: the two library crates, kcl-examples' library and this binary (not the other binaries).
+    let examples = root.join("kcl-examples/src");
+    let examples_lib = std::fs::read_dir(&examples).into_iter().flatten().flatten().filter_map(|entry| {
+        let path = entry.path();
+        match path.file_name() {
+            Some(name) if name == "bin" => None,
+            _ if path.is_dir() => newest(&path),
+            _ => entry.metadata().ok().and_then(|m| m.modified().ok()),
+        }
+    });
+    let sources = ["kcl-core/src", "kcl-dynamo-lease/src", "kcl-examples/src/bin/verify-worker"]
         .iter()
-        .filter_map(|krate| newest(&root.join(krate).join("src")))
+        .filter_map(|dir| newest(&root.join(dir)))
+        .chain(examples_lib)
         .chain(
             ["Cargo.lock", "kcl-core/Cargo.toml", "kcl-examples/Cargo.toml"]
                 .iter()

@@ -21,7 +21,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) problems: &'a [String],
 }
 
-/// The longest gap (seconds) and how many shards were never resumed, over `events`.
+/// The longest gap (seconds), the shards affected, and how many had no later processor (a paused worker that kept
+/// its lease through the pause continues with the same one), over `events`.
 fn gaps(history: &History, events: &[(String, u64)]) -> (Option<f64>, usize, usize) {
     let (mut max, mut shards, mut never) = (None::<u64>, 0, 0);
     for (worker, at) in events {
@@ -38,8 +39,8 @@ fn gaps(history: &History, events: &[(String, u64)]) -> (Option<f64>, usize, usi
 
 fn describe_gap(name: &str, (max, shards, never): (Option<f64>, usize, usize)) -> String {
     match max {
-        Some(max) => format!("{name}: max {max:.1} s over {shards} shard(s) ({never} never resumed)"),
-        None => format!("{name}: no shard was affected ({never} never resumed)"),
+        Some(max) => format!("{name}: max {max:.1} s over {shards} shard(s) ({never} with no later processor)"),
+        None => format!("{name}: {shards} shard(s) affected ({never} with no later processor)"),
     }
 }
 
