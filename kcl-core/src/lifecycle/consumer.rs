@@ -15,12 +15,19 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::dispatch::Lanes;
+use super::lane::{Lane, LaneHalt, LaneShared};
 use super::retry::{Stopped, until_ok};
+use super::watermark::Watermark;
 use crate::KclError;
 use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
 use crate::lease::{Lease, LeaseStore};
-use crate::process::{Batch, CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, RecordProcessor};
+use crate::process::failure::FailureDestination;
+use crate::process::{
+    CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, ProcessingConfig, ProcessorFactory, RecordFilter,
+    RecordProcessor, RetryPolicy,
+};
 use crate::retrieve::{ChildShard, RecordSource, ShardReader, ShardSpec};
 use crate::types::{ExtendedSequenceNumber, InitialPosition, Record};
 
@@ -29,6 +36,9 @@ use crate::types::{ExtendedSequenceNumber, InitialPosition, Record};
 pub(crate) trait ShardLeaseControl: CheckpointSink {
     /// Records the children of a finished shard on its lease.
     async fn update_child_shards(&self, lease_key: &str, child_shard_ids: &[String]) -> Result<(), KclError>;
+
+    /// Leases were created (children at a shard end): look for leases to take now.
+    fn leases_created(&self) {}
 }
 
 /// Why the worker stops a consumer.
@@ -69,7 +79,7 @@ impl StopSignal {
 }
 
 /// Settings of the per-shard lifecycle.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct ConsumerConfig {
     pub(crate) stream: Arc<str>,
     pub(crate) initial_position: InitialPosition,
@@ -77,6 +87,10 @@ pub(crate) struct ConsumerConfig {
     pub(crate) retry_base: Duration,
     pub(crate) retry_cap: Duration,
     pub(crate) call_process_records_even_for_empty: bool,
+    pub(crate) processing: ProcessingConfig,
+    pub(crate) retry_policy: RetryPolicy,
+    pub(crate) destination: Option<Arc<dyn FailureDestination>>,
+    pub(crate) filter: Option<RecordFilter>,
 }
 
 /// How a consumer ended.
@@ -102,18 +116,14 @@ pub(crate) struct ShardConsumer {
 }
 
 impl ShardConsumer {
-    /// Runs the lifecycle of `lease` with `processor` until the shard ends or `stop` fires.
-    pub(crate) async fn run<P: RecordProcessor>(&self, lease: Lease, processor: P, stop: StopSignal) -> ConsumerExit {
+    /// Runs the lifecycle of `lease` with processors from `factory` (one per lane) until the shard ends or `stop`
+    /// fires.
+    pub(crate) async fn run<F: ProcessorFactory>(&self, lease: Lease, factory: &F, stop: StopSignal) -> ConsumerExit {
         let span = tracing::info_span!("shard", shard_id = %lease.shard_id, lease_counter = lease.lease_counter);
-        self.run_inner(lease, processor, stop).instrument(span).await
+        self.run_inner(lease, factory, stop).instrument(span).await
     }
 
-    async fn run_inner<P: RecordProcessor>(
-        &self,
-        lease: Lease,
-        mut processor: P,
-        mut stop: StopSignal,
-    ) -> ConsumerExit {
+    async fn run_inner<F: ProcessorFactory>(&self, lease: Lease, factory: &F, mut stop: StopSignal) -> ConsumerExit {
         if lease.checkpoint.is_shard_end() {
             return ConsumerExit::AlreadyFinished;
         }
@@ -129,21 +139,36 @@ impl ShardConsumer {
             pending_checkpoint: lease.pending_checkpoint.clone(),
             pending_checkpoint_state: lease.pending_checkpoint_state.clone(),
         };
-        let initialized: Result<(), Stopped> =
-            until_ok!("initialize", cfg, &mut stop, processor.initialize(input.clone()));
-        if initialized.is_err() {
-            return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
+        let mut processors = Vec::with_capacity(cfg.processing.parallelism);
+        for _ in 0..cfg.processing.parallelism.max(1) {
+            let mut processor = factory.create(&lease.shard_id);
+            let initialized: Result<(), Stopped> =
+                until_ok!("initialize", cfg, &mut stop, processor.initialize(input.clone()));
+            if initialized.is_err() {
+                return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
+            }
+            processors.push(processor);
         }
         let sink: Arc<dyn CheckpointSink> = self.control.clone();
-        let mut checkpointer = Checkpointer::new(lease.lease_key.as_str(), sink, lease.checkpoint.clone());
-        let exit = self.process_shard(&lease, &mut processor, &mut checkpointer, &mut stop).await;
+        let checkpointer = Checkpointer::new(lease.lease_key.as_str(), sink, lease.checkpoint.clone());
+        let (exit, mut lanes) = self.process_shard(&lease, processors, checkpointer, &mut stop).await;
         match &exit {
             ConsumerExit::Stopped(StopReason::LeaseLost) => {
-                processor.lease_lost(LeaseLostInput { shard_id: lease.shard_id.clone() }).await;
+                for lane in &mut lanes {
+                    lane.processor.lease_lost(LeaseLostInput { shard_id: lease.shard_id.clone() }).await;
+                }
             }
             ConsumerExit::Stopped(StopReason::Shutdown | StopReason::Handoff) => {
-                if let Err(error) = processor.shutdown_requested(&mut checkpointer).await {
-                    tracing::warn!(%error, "shutdown_requested failed; records since the last checkpoint will be redelivered");
+                if let Some(first) = lanes.first_mut()
+                    && cfg.processing.auto_checkpoint()
+                {
+                    first.checkpoint_watermark().await;
+                }
+                for lane in &mut lanes {
+                    lane.permit_watermark();
+                    if let Err(error) = lane.processor.shutdown_requested(&mut lane.checkpointer).await {
+                        tracing::warn!(%error, "shutdown_requested failed; records since the last checkpoint will be redelivered");
+                    }
                 }
             }
             _ => {}
@@ -204,101 +229,159 @@ impl ShardConsumer {
         }
     }
 
+    /// Reads, de-aggregates, filters and batches the shard's records and hands them to the lanes; at the shard end
+    /// finishes it. Returns how it ended and the lanes (for the processors' final callbacks).
     async fn process_shard<P: RecordProcessor>(
         &self,
         lease: &Lease,
-        processor: &mut P,
-        checkpointer: &mut Checkpointer,
+        processors: Vec<P>,
+        checkpointer: Checkpointer,
         stop: &mut StopSignal,
-    ) -> ConsumerExit {
+    ) -> (ConsumerExit, Vec<Lane<P>>) {
         let cfg = &self.config;
         let mut spec = ShardSpec::new(cfg.stream.clone(), lease.shard_id.as_str());
         spec.hash_key_range = lease.hash_key_range;
-        let shard_id: Arc<str> = Arc::from(lease.shard_id.as_str());
+        let start = lease.checkpoint.sequence_number().map(|_| lease.checkpoint.clone());
         // Records at or below this position were processed before a restart (possibly inside an aggregate).
-        let mut skip_through = lease.checkpoint.sequence_number().map(|_| lease.checkpoint.clone());
+        let mut skip_through = start.clone();
+        let watermark = Arc::new(std::sync::Mutex::new(Watermark::new(start)));
+        let shared = Arc::new(LaneShared {
+            stream: cfg.stream.clone(),
+            shard_id: Arc::from(lease.shard_id.as_str()),
+            policy: cfg.retry_policy.clone(),
+            destination: cfg.destination.clone(),
+            watermark: watermark.clone(),
+            auto_checkpoint: cfg.processing.auto_checkpoint(),
+            single: processors.len() == 1,
+        });
+        let mut lanes = Lanes::start(processors, &checkpointer, shared, &cfg.processing, stop);
+        let records_filtered = metrics::counter!("kcl_records_filtered_total", "stream" => cfg.stream.to_string());
         let mut reader = match self.open_reader(&spec, &lease.checkpoint, stop).await {
-            Ok(reader) => reader,
-            Err(exit) => return exit,
+            Ok(reader) => Some(reader),
+            Err(exit) => return (exit, lanes.finish().await.0),
         };
-        // One vector for every batch: processors only borrow a batch, so it comes back after each one (see
-        // `recycle`). The metric handle is registered once, not per batch.
-        let mut records: Vec<Record> = Vec::new();
-        let records_processed = metrics::counter!("kcl_records_processed_total", "stream" => cfg.stream.to_string());
-        loop {
-            let read = tokio::select! {
+        // The read in progress owns the reader, so waiting for the batching window never cancels a read.
+        let mut reading: Option<ReadFuture> = None;
+        let mut buffer = Vec::new();
+        let mut last_read: Option<ExtendedSequenceNumber> = None;
+        let ended: Result<Vec<ChildShard>, ConsumerExit> = loop {
+            if reading.is_none()
+                && let Some(mut taken) = reader.take()
+            {
+                reading = Some(Box::pin(async move {
+                    let read = taken.next_batch().await;
+                    (taken, read)
+                }));
+            }
+            let deadline = lanes.deadline();
+            let event = tokio::select! {
                 biased;
-                reason = stop.requested() => return ConsumerExit::Stopped(reason),
-                read = reader.next_batch() => read,
+                reason = stop.requested() => break Err(ConsumerExit::Stopped(reason)),
+                halt = lanes.halted() => Event::Halted(halt),
+                _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
+                (taken, read) = async {
+                    match reading.as_mut() {
+                        Some(read) => read.await,
+                        None => futures::future::pending().await,
+                    }
+                }, if reading.is_some() => {
+                    reading = None;
+                    reader = Some(taken);
+                    Event::Read(read)
+                }
             };
-            let read = match read {
-                Ok(read) => read,
-                Err(error) if error.is_retryable() => {
-                    // The reader gave up after its own retries: reopen after the last delivered record.
-                    tracing::warn!(%error, "reader gave up; reopening after the last delivered record");
-                    let from = checkpointer.largest_permitted().cloned().unwrap_or_else(|| lease.checkpoint.clone());
-                    reader = match self.open_reader(&spec, &from, stop).await {
-                        Ok(reader) => reader,
-                        Err(exit) => return exit,
-                    };
+            let read = match event {
+                Event::Halted(halt) => break Err(self.halted(halt, stop).await),
+                Event::Deadline => {
+                    if let Err(halt) = lanes.send_ready(false, None, stop).await {
+                        break Err(self.halted(halt, stop).await);
+                    }
                     continue;
                 }
-                Err(error) => return ConsumerExit::Failed(error),
+                Event::Read(Ok(read)) => read,
+                Event::Read(Err(error)) if error.is_retryable() => {
+                    // The reader gave up after its own retries: reopen after the last record read.
+                    tracing::warn!(%error, "reader gave up; reopening after the last record read");
+                    let from = last_read.clone().unwrap_or_else(|| lease.checkpoint.clone());
+                    match self.open_reader(&spec, &from, stop).await {
+                        Ok(opened) => reader = Some(opened),
+                        Err(exit) => break Err(exit),
+                    }
+                    continue;
+                }
+                Event::Read(Err(error)) => break Err(ConsumerExit::Failed(error)),
             };
-            debug_assert!(records.is_empty(), "the previous batch was delivered and recycled");
-            deaggregate_batch_into_for_shard(read.records, spec.hash_key_range, &mut records);
+            deaggregate_batch_into_for_shard(read.records, spec.hash_key_range, &mut buffer);
             if let Some(skip) = &skip_through {
-                records.retain(|record| record.extended_sequence_number() > *skip);
-                if !records.is_empty() {
+                buffer.retain(|record| record.extended_sequence_number() > *skip);
+                if !buffer.is_empty() {
                     skip_through = None;
                 }
             }
-            // Permitted before processing so the processor can checkpoint inside the batch; taken back below if the
-            // batch is never processed.
-            let permitted_before = checkpointer.largest_permitted().cloned();
-            if let Some(last) = records.last() {
-                checkpointer.set_largest_permitted(last.extended_sequence_number());
+            let read_any = !buffer.is_empty();
+            if let Some(last) = buffer.last() {
+                last_read = Some(last.extended_sequence_number());
             }
-            if !records.is_empty() || cfg.call_process_records_even_for_empty {
-                let delivered = records.len();
-                let batch =
-                    Batch { records, millis_behind_latest: read.millis_behind_latest, shard_id: shard_id.clone() };
-                let processed: Result<(), Stopped> =
-                    until_ok!("process_records", cfg, stop, processor.process_records(&batch, checkpointer));
-                if processed.is_err() {
-                    // Stopped while retrying a failed batch: it stays unprocessed and uncheckpointed, also by the
-                    // `checkpoint()` a processor typically makes in `shutdown_requested`.
-                    checkpointer.revoke_unprocessed(permitted_before);
-                    return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
+            if let Ok(mut watermark) = watermark.lock() {
+                for record in buffer.drain(..) {
+                    let index = watermark.register(record.extended_sequence_number());
+                    match &cfg.filter {
+                        Some(filter) if !filter.keeps(&record) => {
+                            watermark.complete(index);
+                            records_filtered.increment(1);
+                        }
+                        _ => lanes.push(record, index),
+                    }
                 }
-                records = recycle(batch.records, delivered);
-                records_processed.increment(delivered as u64);
+            }
+            buffer = recycle(buffer, 0);
+            let empty_call = !read_any && lanes.nothing_buffered() && cfg.call_process_records_even_for_empty;
+            let sent = if empty_call {
+                lanes.send_empty(read.millis_behind_latest, stop).await
             } else {
-                // Nothing new (caught up): give back the room the last batches needed.
-                records = recycle(records, 0);
+                lanes.send_ready(read.shard_end, read.millis_behind_latest, stop).await
+            };
+            if let Err(halt) = sent {
+                break Err(self.halted(halt, stop).await);
             }
             if read.shard_end {
-                return self
-                    .finish_shard(lease, processor, checkpointer, stop, read.child_shards.unwrap_or_default())
-                    .await;
+                break Ok(read.child_shards.unwrap_or_default());
             }
-        }
+        };
+        let (mut lanes, halt) = lanes.finish().await;
+        let exit = match (ended, halt) {
+            (Err(exit), _) => exit,
+            (Ok(_), Some(halt)) => self.halted(halt, stop).await,
+            (Ok(children), None) => self.finish_shard(lease, &mut lanes, stop, children).await,
+        };
+        (exit, lanes)
     }
 
-    /// Creates and records the children, lets the processor flush, then writes `SHARD_END`.
+    /// A lane halted: when blocked, the shard stays where it is (nothing more is read or delivered) until the worker
+    /// stops the consumer.
+    async fn halted(&self, halt: LaneHalt, stop: &mut StopSignal) -> ConsumerExit {
+        if halt == LaneHalt::Blocked {
+            tracing::error!("the shard is blocked: a record's retries ran out (on_exhausted = Block)");
+        }
+        ConsumerExit::Stopped(stop.requested().await)
+    }
+
+    /// Creates and records the children, lets the processors flush, then writes `SHARD_END`.
     async fn finish_shard<P: RecordProcessor>(
         &self,
         lease: &Lease,
-        processor: &mut P,
-        checkpointer: &mut Checkpointer,
+        lanes: &mut [Lane<P>],
         stop: &mut StopSignal,
         children: Vec<ChildShard>,
     ) -> ConsumerExit {
         let cfg = &self.config;
         let child_ids: Vec<String> = children.iter().map(|child| child.shard_id.clone()).collect();
         let steps = async {
-            let _created: Vec<String> =
+            let created: Vec<String> =
                 until_ok!("create_child_leases", cfg, stop, self.syncer.create_child_leases(&children))?;
+            if !created.is_empty() {
+                self.control.leases_created();
+            }
             if !child_ids.is_empty() {
                 until_ok!(
                     "update_child_shards",
@@ -307,13 +390,20 @@ impl ShardConsumer {
                     self.control.update_child_shards(&lease.lease_key, &child_ids)
                 )?;
             }
-            until_ok!("shard_ended", cfg, stop, processor.shard_ended(checkpointer))
+            for lane in lanes.iter_mut() {
+                lane.permit_watermark();
+                until_ok!("shard_ended", cfg, stop, lane.processor.shard_ended(&mut lane.checkpointer))?;
+            }
+            Ok::<(), Stopped>(())
         };
         let finished: Result<(), Stopped> = steps.await;
         if finished.is_err() {
             return ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost));
         }
-        match checkpointer.checkpoint_shard_end().await {
+        let Some(first) = lanes.first_mut() else {
+            return ConsumerExit::Failed(KclError::InvalidConfig("a shard consumer without processors".to_owned()));
+        };
+        match first.checkpointer.checkpoint_shard_end().await {
             Ok(()) => {
                 tracing::info!(children = ?child_ids, "shard finished");
                 ConsumerExit::ShardEnded
@@ -321,6 +411,26 @@ impl ShardConsumer {
             Err(KclError::LeaseLost { .. }) => ConsumerExit::Stopped(StopReason::LeaseLost),
             Err(error) => ConsumerExit::Failed(error),
         }
+    }
+}
+
+/// A read in progress: it owns the reader and gives it back with the result.
+type ReadFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Box<dyn ShardReader>, Result<crate::retrieve::ReadBatch, KclError>)> + Send>,
+>;
+
+/// What woke the read loop.
+enum Event {
+    Read(Result<crate::retrieve::ReadBatch, KclError>),
+    Deadline,
+    Halted(LaneHalt),
+}
+
+/// Sleeps until `deadline` (forever without one; the select guards that branch anyway).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => futures::future::pending().await,
     }
 }
 

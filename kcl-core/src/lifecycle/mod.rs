@@ -3,8 +3,11 @@
 //! per lease it acquires and stops it through a [`StopSignal`].
 
 mod consumer;
+mod dispatch;
+mod lane;
 mod retry;
 #[cfg(all(test, feature = "test-util"))]
 mod tests;
+mod watermark;
 
 pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};

@@ -32,8 +32,11 @@ pub struct Checkpointer {
     sink: Arc<dyn CheckpointSink>,
     /// The last position delivered to the processor: nothing beyond it may be checkpointed.
     largest_permitted: Option<ExtendedSequenceNumber>,
-    /// The checkpoint as last written (or as found when the lease was taken).
+    /// The checkpoint as this handle last wrote or saw it.
     last_checkpoint: ExtendedSequenceNumber,
+    /// The checkpoint as last written through any handle of this shard (concurrent processors of one shard share
+    /// it); writes hold the lock so they reach the store in order and never move the checkpoint back.
+    shared: Arc<tokio::sync::Mutex<ExtendedSequenceNumber>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -50,7 +53,20 @@ impl Checkpointer {
     /// A checkpointer for `lease_key` whose stored checkpoint is `current`. Frameworks and tests create these;
     /// processors only use them.
     pub fn new(lease_key: impl Into<Arc<str>>, sink: Arc<dyn CheckpointSink>, current: ExtendedSequenceNumber) -> Self {
-        Self { lease_key: lease_key.into(), sink, largest_permitted: None, last_checkpoint: current }
+        let shared = Arc::new(tokio::sync::Mutex::new(current.clone()));
+        Self { lease_key: lease_key.into(), sink, largest_permitted: None, last_checkpoint: current, shared }
+    }
+
+    /// Another handle on the same shard's checkpoint (for a concurrent processor of the shard), with nothing
+    /// permitted yet.
+    pub(crate) fn handle(&self) -> Self {
+        Self {
+            lease_key: self.lease_key.clone(),
+            sink: self.sink.clone(),
+            largest_permitted: None,
+            last_checkpoint: self.last_checkpoint.clone(),
+            shared: self.shared.clone(),
+        }
     }
 
     /// The lease this checkpointer writes to.
@@ -58,7 +74,8 @@ impl Checkpointer {
         &self.lease_key
     }
 
-    /// The checkpoint as last written or found.
+    /// The checkpoint as this handle last wrote or found it (with parallel processing, another processor of the
+    /// shard may have moved it further since).
     pub fn last_checkpoint(&self) -> &ExtendedSequenceNumber {
         &self.last_checkpoint
     }
@@ -75,12 +92,12 @@ impl Checkpointer {
         }
     }
 
-    /// Takes back the permission for a batch that was handed to the processor but never processed (its
-    /// `process_records` kept failing until the consumer was stopped): the newest permitted position becomes
-    /// `previous` (what was permitted before that batch), or the last checkpoint if the processor checkpointed
-    /// further inside the batch before failing. A [`checkpoint`](Self::checkpoint) in `shutdown_requested` then stays
-    /// before the unprocessed records instead of skipping them.
-    pub(crate) fn revoke_unprocessed(&mut self, previous: Option<ExtendedSequenceNumber>) {
+    /// Permits exactly up to `previous` — the position below which every delivered record has completed — taking
+    /// back the permission for records handed to the processor that did not complete (failed, retried, or never
+    /// processed before a stop); the last checkpoint stays permitted if the processor checkpointed further inside a
+    /// batch before failing. A [`checkpoint`](Self::checkpoint) in `shutdown_requested` then stays before the
+    /// unfinished records instead of skipping them.
+    pub(crate) fn permit_only(&mut self, previous: Option<ExtendedSequenceNumber>) {
         let checkpointed = self.last_checkpoint.sequence_number().map(|_| self.last_checkpoint.clone());
         self.largest_permitted = match (previous, checkpointed) {
             (Some(previous), Some(checkpointed)) => Some(previous.max(checkpointed)),
@@ -119,7 +136,6 @@ impl Checkpointer {
     }
 
     /// Writes `SHARD_END`; only the framework calls this, after the shard's last record was processed.
-    #[allow(dead_code)] // Called by the shard lifecycle, which lands with the worker.
     pub(crate) async fn checkpoint_shard_end(&mut self) -> Result<(), KclError> {
         self.write(ExtendedSequenceNumber::ShardEnd).await
     }
@@ -153,7 +169,14 @@ impl Checkpointer {
         if position == self.last_checkpoint {
             return Ok(());
         }
+        let mut shared = self.shared.lock().await;
+        if position <= *shared {
+            // Another processor of this shard already checkpointed at or beyond it.
+            self.last_checkpoint = shared.clone();
+            return Ok(());
+        }
         self.sink.checkpoint(&self.lease_key, &position).await?;
+        *shared = position.clone();
         self.last_checkpoint = position;
         Ok(())
     }
@@ -221,7 +244,7 @@ mod tests {
         let mut checkpointer = Checkpointer::new("shard-0", sink.clone(), ExtendedSequenceNumber::TrimHorizon);
         // Nothing processed before the failed batch: nothing may be checkpointed.
         checkpointer.set_largest_permitted(pos(10, 0));
-        checkpointer.revoke_unprocessed(None);
+        checkpointer.permit_only(None);
         checkpointer.checkpoint().await.unwrap();
         assert!(matches!(checkpointer.checkpoint_at(pos(10, 0)).await, Err(KclError::InvalidCheckpoint(_))));
         assert!(sink.written.lock().unwrap().is_empty());
@@ -230,7 +253,7 @@ mod tests {
         checkpointer.set_largest_permitted(pos(10, 0));
         checkpointer.checkpoint().await.unwrap();
         checkpointer.set_largest_permitted(pos(20, 0));
-        checkpointer.revoke_unprocessed(Some(pos(10, 0)));
+        checkpointer.permit_only(Some(pos(10, 0)));
         checkpointer.checkpoint().await.unwrap();
         assert_eq!(checkpointer.largest_permitted(), Some(&pos(10, 0)));
 
@@ -238,7 +261,7 @@ mod tests {
         // nothing goes backwards.
         checkpointer.set_largest_permitted(pos(30, 0));
         checkpointer.checkpoint_at(pos(25, 0)).await.unwrap();
-        checkpointer.revoke_unprocessed(Some(pos(20, 0)));
+        checkpointer.permit_only(Some(pos(20, 0)));
         assert_eq!(checkpointer.largest_permitted(), Some(&pos(25, 0)));
         checkpointer.checkpoint().await.unwrap();
         assert_eq!(*sink.written.lock().unwrap(), vec![pos(10, 0), pos(25, 0)]);

@@ -3,10 +3,16 @@
 
 mod batch;
 mod checkpointer;
+pub mod failure;
+mod filter;
 mod outcome;
+mod policy;
 mod processor;
 
 pub use batch::Batch;
 pub use checkpointer::{CheckpointSink, Checkpointer};
+pub use failure::{FailedRecords, FailureDestination, FailureReason, JsonLinesDestination, KinesisStreamDestination};
+pub use filter::{JsonFilter, RecordFilter};
 pub use outcome::{BatchFailure, BatchResult};
+pub use policy::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RetryPolicy};
 pub use processor::{InitializeInput, LeaseLostInput, ProcessorError, ProcessorFactory, RecordProcessor};

@@ -8,7 +8,7 @@ use crate::KclError;
 use crate::discover::{KinesisShardLister, ShardLister};
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
-use crate::process::ProcessorFactory;
+use crate::process::{FailureDestination, ProcessingConfig, ProcessorFactory, RecordFilter, RetryPolicy};
 use crate::retrieve::fanout::{FanOutConfig, FanOutSource};
 use crate::retrieve::{KinesisPollingApi, PollingConfig, PollingFetcher, RecordSource};
 use crate::types::InitialPosition;
@@ -56,6 +56,10 @@ impl Retrieval {
 /// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
 /// | [`retry_backoff`](Self::retry_backoff) | 500 ms doubling to 30 s, with jitter | `taskBackoffTimeMillis` (500 ms, fixed) |
 /// | [`call_process_records_even_for_empty`](Self::call_process_records_even_for_empty) | `false` | same name |
+/// | [`processing`](Self::processing) | [`ProcessingConfig::default`]: batches as read, parallelism 1, manual checkpoints | `maxRecords` |
+/// | [`retry_policy`](Self::retry_policy) | [`RetryPolicy::default`]: retry until success, never skip | none (KCL skips failed batches) |
+/// | [`failure_destination`](Self::failure_destination) | none | none |
+/// | [`filter`](Self::filter) | none (every record) | none |
 pub struct WorkerBuilder<F> {
     pub(super) stream: Arc<str>,
     pub(super) application_name: String,
@@ -74,6 +78,10 @@ pub struct WorkerBuilder<F> {
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
     pub(super) call_process_records_even_for_empty: bool,
+    pub(super) processing: ProcessingConfig,
+    pub(super) retry_policy: Option<RetryPolicy>,
+    pub(super) destination: Option<Arc<dyn FailureDestination>>,
+    pub(super) filter: Option<RecordFilter>,
 }
 
 impl<F: ProcessorFactory> WorkerBuilder<F> {
@@ -96,6 +104,10 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
             call_process_records_even_for_empty: false,
+            processing: ProcessingConfig::default(),
+            retry_policy: None,
+            destination: None,
+            filter: None,
         }
     }
 
@@ -203,6 +215,34 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Batch size limits, the batching window, parallelism within a shard and who checkpoints (see
+    /// [`ProcessingConfig`] for defaults).
+    pub fn processing(mut self, config: ProcessingConfig) -> Self {
+        self.processing = config;
+        self
+    }
+
+    /// What happens when `process_records` fails: attempts, backoff, bisection, maximum record age, and whether
+    /// records whose retries ran out block the shard or go to the [`failure_destination`](Self::failure_destination).
+    /// Default: [`RetryPolicy::default`] with the backoff of [`retry_backoff`](Self::retry_backoff) — retry until
+    /// it succeeds, never skip.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = Some(policy);
+        self
+    }
+
+    /// Where records go whose retries ran out, with `RetryPolicy::on_exhausted(OnExhausted::SendToDestination)`.
+    pub fn failure_destination(mut self, destination: Arc<dyn FailureDestination>) -> Self {
+        self.destination = Some(destination);
+        self
+    }
+
+    /// Processes only the records this filter keeps; dropped records count as processed for checkpointing.
+    pub fn filter(mut self, filter: impl Into<RecordFilter>) -> Self {
+        self.filter = Some(filter.into());
+        self
+    }
+
     /// Checks the settings and builds the worker.
     pub fn build(self) -> Result<Worker<F>, KclError> {
         let invalid = |what: &str| Err(KclError::InvalidConfig(what.to_owned()));
@@ -220,6 +260,16 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         }
         if self.retry_base.is_zero() || self.retry_cap < self.retry_base {
             return invalid("retry_backoff needs 0 < base <= cap");
+        }
+        let retry_policy = self
+            .retry_policy
+            .clone()
+            .unwrap_or_else(|| RetryPolicy::default().backoff(self.retry_base, self.retry_cap));
+        if let Err(problem) = retry_policy.validate(self.destination.is_some()) {
+            return invalid(&problem);
+        }
+        if let Err(problem) = self.processing.validate() {
+            return invalid(&problem);
         }
         let Some(store) = self.store.clone() else {
             return invalid("a lease store is required: call lease_store(..)");
@@ -270,6 +320,10 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             retry_base: self.retry_base,
             retry_cap: self.retry_cap,
             call_process_records_even_for_empty: self.call_process_records_even_for_empty,
+            processing: self.processing,
+            retry_policy,
+            destination: self.destination,
+            filter: self.filter,
         }))
     }
 }

@@ -40,4 +40,8 @@ impl ShardLeaseControl for CoordinatorControl {
     async fn update_child_shards(&self, lease_key: &str, child_shard_ids: &[String]) -> Result<(), KclError> {
         self.0.update_child_shards(lease_key, child_shard_ids).await
     }
+
+    fn leases_created(&self) {
+        self.0.wake_taker();
+    }
 }

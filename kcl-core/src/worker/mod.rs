@@ -85,6 +85,10 @@ pub(crate) struct Parts<F> {
     retry_base: Duration,
     retry_cap: Duration,
     call_process_records_even_for_empty: bool,
+    processing: crate::process::ProcessingConfig,
+    retry_policy: crate::process::RetryPolicy,
+    destination: Option<Arc<dyn crate::process::FailureDestination>>,
+    filter: Option<crate::process::RecordFilter>,
 }
 
 /// One worker of a consumer application. Build it with [`Worker::builder`], then drive [`run`](Self::run).
@@ -156,6 +160,10 @@ impl<F: ProcessorFactory> Worker<F> {
                 retry_base: p.retry_base,
                 retry_cap: p.retry_cap,
                 call_process_records_even_for_empty: p.call_process_records_even_for_empty,
+                processing: p.processing.clone(),
+                retry_policy: p.retry_policy.clone(),
+                destination: p.destination.clone(),
+                filter: p.filter.clone(),
             },
             source: p.source.clone(),
             store: p.store.clone(),
@@ -163,7 +171,8 @@ impl<F: ProcessorFactory> Worker<F> {
             syncer: syncer.clone(),
         });
         let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
-        let sync_task = tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone()).in_current_span());
+        let sync_task =
+            tokio::spawn(sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone()).in_current_span());
 
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
@@ -274,9 +283,8 @@ fn start_consumer<F: ProcessorFactory>(
     metrics::gauge!("kcl_shard_consumers").increment(1.0);
     tasks.spawn(
         async move {
-            let processor = factory.create(&lease.shard_id);
             let key = lease.lease_key.clone();
-            let exit = consumer.run(lease, processor, stop).await;
+            let exit = consumer.run(lease, &*factory, stop).await;
             metrics::gauge!("kcl_shard_consumers").decrement(1.0);
             (key, exit)
         }
@@ -315,7 +323,12 @@ async fn handoff_done(coordinator: &LeaseCoordinatorHandle, lease_key: &str) {
 /// up), then again after each jittered interval; a failed sync is retried after a second. After each sync the leader
 /// deletes leases of shards that finished (and whose children started) at least `finished_lease_grace` ago. The
 /// children are known from the leases' `childShardIds`, so no extra `ListShards` call is needed.
-async fn sync_loop(syncer: Arc<ShardSyncer>, mut cleaner: LeaseCleaner, worker_id: String) {
+async fn sync_loop(
+    syncer: Arc<ShardSyncer>,
+    mut cleaner: LeaseCleaner,
+    worker_id: String,
+    coordinator: LeaseCoordinatorHandle,
+) {
     loop {
         let delay = match syncer.sync_if_leader(&worker_id).await {
             Ok(report) => {
@@ -327,6 +340,8 @@ async fn sync_loop(syncer: Arc<ShardSyncer>, mut cleaner: LeaseCleaner, worker_i
                         shards = report.shards_listed,
                         "shard sync created leases"
                     );
+                    // Without this a fresh fleet waits a whole take interval for its first leases.
+                    coordinator.wake_taker();
                 }
                 if report.is_some() {
                     match cleaner.run(&[]).await {

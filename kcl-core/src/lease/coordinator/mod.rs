@@ -333,6 +333,13 @@ impl LeaseCoordinatorHandle {
         &self.inner.shared
     }
 
+    /// Runs a take cycle now instead of at the next take interval: call it after creating leases (a shard sync
+    /// that found new shards, child leases at a shard end), so they get an owner at once rather than up to a take
+    /// interval later.
+    pub fn wake_taker(&self) {
+        self.shared().taker_wakeup.notify_one();
+    }
+
     /// This worker's id.
     pub fn worker_id(&self) -> &str {
         &self.shared().worker_id
