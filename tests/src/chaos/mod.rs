@@ -8,7 +8,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `KCL_CHAOS_SEED` | time-based (printed) | seeds the scheduler, the producer and the proxies |
+//! | `KCL_CHAOS_SEED` | time-based (printed) | seeds the scheduler, the producer and the proxies (hex) |
 //! | `KCL_CHAOS_DURATION_SECS` | 120 | how long the producer runs and chaos goes on |
 //! | `KCL_CHAOS_WORKERS` | 4 | worker processes |
 //! | `KCL_CHAOS_LEASE_MS` | 4000 | the workers' lease duration |
@@ -34,6 +34,8 @@ use tokio::time::Instant;
 
 pub use binary::verify_worker;
 pub use fleet::{Fleet, SlotState, TermExit, WorkerSpec};
+pub use producer::produce;
+pub use reshard::wait_active;
 pub use scheduler::{ChaosLog, now_us};
 
 use crate::proxy::{FaultProxy, Flavor, SplitMix64};

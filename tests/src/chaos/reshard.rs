@@ -53,7 +53,7 @@ pub async fn open_shards(kinesis: &Client, stream: &str) -> Result<Vec<OpenShard
 }
 
 /// Waits until the stream is ACTIVE (at most 30 s).
-pub(crate) async fn wait_active(kinesis: &Client, stream: &str) -> Result<(), String> {
+pub async fn wait_active(kinesis: &Client, stream: &str) -> Result<(), String> {
     for _ in 0..300 {
         let summary = kinesis.describe_stream_summary().stream_name(stream).send().await;
         if let Ok(summary) = summary
