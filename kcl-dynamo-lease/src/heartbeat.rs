@@ -7,9 +7,10 @@
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use kcl_core::lease::{LeaseStoreError, WorkerHeartbeat};
 
-use crate::error::to_store_error;
+use crate::error::{ErrorClass, classify, to_store_error};
 use crate::expr::Expr;
 use crate::metrics::Kind;
+use crate::retried::{Attempts, unknown_outcome};
 use crate::schema::{HEARTBEAT_COUNTER, Item, WORKER_ID, n, s};
 use crate::store::DynamoLeaseStore;
 
@@ -40,6 +41,7 @@ impl DynamoLeaseStore {
             ),
         };
         let (names, values) = e.finish();
+        let attempts = Attempts::default();
         let request = self
             .client
             .update_item()
@@ -50,11 +52,16 @@ impl DynamoLeaseStore {
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
             .return_values(ReturnValue::UpdatedNew)
+            .customize()
+            .interceptor(attempts.clone())
             .send();
-        let output = self
-            .send(OP, Kind::Write, request)
-            .await
-            .map_err(|err| to_store_error(OP, "UpdateItem", worker_id, "heartbeat: counter must match", err))?;
+        let output = self.send(OP, Kind::Write, request).await.map_err(|err| {
+            if attempts.retried() && classify(&err) == ErrorClass::ConditionFailed {
+                unknown_outcome(OP, worker_id)
+            } else {
+                to_store_error(OP, "UpdateItem", worker_id, "heartbeat: counter must match", err)
+            }
+        })?;
         match output.attributes.as_ref().and_then(|a| a.get(HEARTBEAT_COUNTER)) {
             Some(AttributeValue::N(text)) => text.parse().map_err(|_| {
                 LeaseStoreError::fatal(OP, format!("heartbeat of `{worker_id}` has a non-integer heartbeatCounter"))

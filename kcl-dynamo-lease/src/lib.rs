@@ -72,6 +72,7 @@ mod expr;
 mod heartbeat;
 mod metrics;
 mod owner_index;
+mod retried;
 mod schema;
 mod store;
 mod table;

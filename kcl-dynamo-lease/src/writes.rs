@@ -13,6 +13,7 @@ use kcl_core::lease::{Lease, LeaseFence, LeaseStoreError};
 use crate::error::{ErrorClass, classify, to_store_error};
 use crate::expr::Expr;
 use crate::metrics::Kind;
+use crate::retried::{Attempts, unknown_outcome};
 use crate::schema::{
     self, CHECKPOINT, CHECKPOINT_OWNER, CHECKPOINT_SUB, CHILD_SHARD_IDS, Item, LEASE_COUNTER, LEASE_KEY, LEASE_OWNER,
     OWNER_SWITCHES, PENDING_CHECKPOINT, PENDING_CHECKPOINT_STATE, PENDING_CHECKPOINT_SUB, Parsed, n, s,
@@ -70,6 +71,7 @@ impl DynamoLeaseStore {
     async fn update(&self, u: Update<'_>, returns: ReturnValue) -> Result<Option<Item>, LeaseStoreError> {
         let Update { operation, lease_key, reason, expr, update, condition } = u;
         let (names, values) = expr.finish();
+        let attempts = Attempts::default();
         let request = self
             .client
             .update_item()
@@ -80,11 +82,16 @@ impl DynamoLeaseStore {
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
             .return_values(returns)
+            .customize()
+            .interceptor(attempts.clone())
             .send();
-        let output = self
-            .send(operation, Kind::Write, request)
-            .await
-            .map_err(|e| to_store_error(operation, "UpdateItem", lease_key, reason, e))?;
+        let output = self.send(operation, Kind::Write, request).await.map_err(|e| {
+            if attempts.retried() && classify(&e) == ErrorClass::ConditionFailed {
+                unknown_outcome(operation, lease_key)
+            } else {
+                to_store_error(operation, "UpdateItem", lease_key, reason, e)
+            }
+        })?;
         Ok(output.attributes)
     }
 
@@ -154,6 +161,7 @@ impl DynamoLeaseStore {
         let condition =
             format!("attribute_exists({k}) AND {c} = {counter} AND (attribute_not_exists({o}) OR {o} <> {owner})");
         let (names, values) = e.finish();
+        let attempts = Attempts::default();
         let request = self
             .client
             .update_item()
@@ -165,9 +173,14 @@ impl DynamoLeaseStore {
             .set_expression_attribute_values(values)
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .customize()
+            .interceptor(attempts.clone())
             .send();
         let stored = match self.send(OP, Kind::Write, request).await {
             Ok(output) => return self.lease_from_write(OP, lease_key, output.attributes),
+            Err(err) if attempts.retried() && classify(&err) == ErrorClass::ConditionFailed => {
+                return Err(unknown_outcome(OP, lease_key));
+            }
             Err(err) if classify(&err) == ErrorClass::ConditionFailed => match err.into_service_error() {
                 UpdateItemError::ConditionalCheckFailedException(ccf) if ccf.item.is_some() => ccf.item,
                 // No item with the failure: the lease does not exist, or an older DynamoDB Local that does not

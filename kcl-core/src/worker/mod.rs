@@ -331,6 +331,7 @@ impl<F: ProcessorFactory> Worker<F> {
                     if let Some(lease) = waiting.remove(&lease_key)
                         && coordinator.is_held(&lease.lease_key)
                     {
+                        let lease = with_stored_checkpoint(p.store.as_ref(), lease).await;
                         start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                     } else if !shutting_down && stopped_gracefully && stream.is_some()
                         && let Some(lease) = coordinator.held_leases().into_iter().find(|l| l.lease_key == lease_key)
@@ -338,6 +339,7 @@ impl<F: ProcessorFactory> Worker<F> {
                         // Stopped because its stream was removed, and still ours (no handoff): hold it idle (the sync
                         // leader deletes it after the grace period) so that no other worker starts on it again — or
                         // restart it at once if the stream was listed again meanwhile.
+                        let lease = with_stored_checkpoint(p.store.as_ref(), lease).await;
                         start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                     }
                 }
@@ -411,6 +413,28 @@ async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str,
             }
         }
     }
+}
+
+/// A lease acquired again while its previous consumer was still stopping, brought up to the checkpoint that
+/// consumer left. Its last checkpoint may have landed after the lease was read for the acquisition: this worker
+/// holds the lease again, so the write went through with the new fence. Starting from the older copy would deliver
+/// checkpointed records again, and the new consumer's first checkpoint could move the stored one backwards. The
+/// checkpoint only ever moves forwards here; if the read fails, the acquisition's copy is used (at-least-once holds
+/// either way).
+async fn with_stored_checkpoint(store: &dyn LeaseStore, mut lease: Lease) -> Lease {
+    match store.get_lease(&lease.lease_key).await {
+        Ok(Some(stored)) if stored.checkpoint > lease.checkpoint => {
+            lease.checkpoint = stored.checkpoint;
+            lease.pending_checkpoint = stored.pending_checkpoint;
+            lease.pending_checkpoint_state = stored.pending_checkpoint_state;
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(lease_key = %lease.lease_key, %error, "could not re-read a re-acquired lease; starting from \
+                           the checkpoint read when it was acquired");
+        }
+    }
+    lease
 }
 
 async fn handoff_done(coordinator: &LeaseCoordinatorHandle, lease_key: &str) {

@@ -1,0 +1,126 @@
+//! Regression (found by the chaos suite): a worker that self-fences a lease (its renewals failed for a while) while
+//! its processor is stuck in a batch, and then gets the same lease back (nobody else took it), starts the next
+//! processor only after the old one has finished. The old one's last checkpoint, made on its way out, is written
+//! with the fence of the new acquisition (same worker, same lease), so it lands after the lease was read for the
+//! acquisition. The next processor must start from that checkpoint, not from the acquisition's older copy: starting
+//! there redelivered records that were checkpointed, and its first checkpoint could move the stored one backwards.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
+use kcl_core::lease::{FaultConfig, FaultyLeaseStore, LeaseStore, MemoryLeaseStore};
+use kcl_core::process::{BatchResult, InitializeInput};
+use kcl_core::retrieve::memory_stream::MemoryStream;
+use kcl_core::{Batch, Checkpointer, ExtendedSequenceNumber, InitialPosition, RecordProcessor, Worker};
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct Seen {
+    /// Where each processor started.
+    starts: Vec<ExtendedSequenceNumber>,
+    /// Every record processed, in order.
+    processed: Vec<ExtendedSequenceNumber>,
+    /// The first processor is inside its first batch.
+    stuck: bool,
+}
+
+struct Processor {
+    seen: Arc<Mutex<Seen>>,
+    /// The first processor's first batch waits until this is `true`.
+    release: watch::Receiver<bool>,
+    first: bool,
+}
+
+#[async_trait::async_trait]
+impl RecordProcessor for Processor {
+    async fn initialize(&mut self, input: InitializeInput) -> Result<(), kcl_core::process::ProcessorError> {
+        let mut seen = self.seen.lock().unwrap();
+        self.first = seen.starts.is_empty();
+        seen.starts.push(input.checkpoint);
+        Ok(())
+    }
+
+    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
+        if self.first {
+            self.first = false;
+            self.seen.lock().unwrap().stuck = true;
+            let _ = self.release.wait_for(|released| *released).await;
+        }
+        self.seen.lock().unwrap().processed.extend(batch.records.iter().map(|r| r.extended_sequence_number()));
+        // The lease may have been lost meanwhile; a refused checkpoint is fine, the next owner redelivers.
+        let _ = checkpointer.checkpoint().await;
+        Ok(())
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_processors_last_checkpoint() {
+    let stream = MemoryStream::new("reacquire", 1);
+    let memory = Arc::new(MemoryLeaseStore::new());
+    let faulty = Arc::new(FaultyLeaseStore::shared(memory.clone()));
+    let store: Arc<dyn LeaseStore> = faulty.clone();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (release, released) = watch::channel(false);
+    let mut last = None;
+    for i in 0..5 {
+        last = Some(stream.put("key", format!("record {i}")).unwrap());
+    }
+    let last = last.unwrap();
+    let worker = Worker::builder(stream.name().clone(), "app")
+        .worker_id("worker-1")
+        .record_source(Arc::new(stream.clone()))
+        .shard_lister(Arc::new(stream.clone()))
+        .lease_store(store)
+        .initial_position(InitialPosition::TrimHorizon)
+        .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_millis(600)).build().unwrap())
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .processor_factory({
+            let seen = seen.clone();
+            move |_: &str| Processor { seen: seen.clone(), release: released.clone(), first: false }
+        })
+        .build()
+        .unwrap();
+    let shutdown = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+
+    wait_for("the first processor to be stuck in its first batch", || seen.lock().unwrap().stuck).await;
+    // Cut the worker off from its lease table for longer than a lease: it self-fences the lease.
+    faulty.switch().set(FaultConfig::fail_all());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    faulty.switch().heal();
+    // Nobody else wants the lease: the worker gets it back (the stuck processor still holds the shard, so the next
+    // one waits for it). Then the stuck processor finishes its batch and checkpoints it.
+    let lease_key = "shardId-000000000000";
+    let before = memory.get_lease(lease_key).await.unwrap().unwrap().lease_counter;
+    wait_for("the worker to own the lease again", || {
+        stored_counter(&memory, lease_key).is_some_and(|counter| counter > before)
+    })
+    .await;
+    release.send_replace(true);
+    let checkpointed = ExtendedSequenceNumber::sequence(last.sequence_number);
+    wait_for("a second processor", || seen.lock().unwrap().starts.len() >= 2).await;
+    shutdown.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(memory_checkpoint(&memory, lease_key), checkpointed, "the stuck processor's checkpoint landed");
+    assert_eq!(seen.starts[1], checkpointed, "the next processor starts where the previous one checkpointed");
+    assert_eq!(seen.processed.len(), 5, "nothing checkpointed is processed again: {:?}", seen.processed);
+}
+
+fn stored_counter(store: &MemoryLeaseStore, key: &str) -> Option<u64> {
+    futures::executor::block_on(store.get_lease(key)).ok().flatten().map(|lease| lease.lease_counter)
+}
+
+fn memory_checkpoint(store: &MemoryLeaseStore, key: &str) -> ExtendedSequenceNumber {
+    futures::executor::block_on(store.get_lease(key)).unwrap().unwrap().checkpoint
+}
