@@ -319,7 +319,8 @@ impl ShardConsumer {
                     skip_through = None;
                 }
             }
-            let read_any = !buffer.is_empty();
+            let read_len = buffer.len();
+            let read_any = read_len > 0;
             if let Some(last) = buffer.last() {
                 last_read = Some(last.extended_sequence_number());
             }
@@ -335,7 +336,8 @@ impl ShardConsumer {
                     }
                 }
             }
-            buffer = recycle(buffer, 0);
+            // Keep room for a read like this one (the next is usually similar) instead of regrowing every read.
+            buffer = recycle(buffer, read_len);
             let empty_call = !read_any && lanes.nothing_buffered() && cfg.call_process_records_even_for_empty;
             let sent = if empty_call {
                 lanes.send_empty(read.millis_behind_latest, stop).await

@@ -274,9 +274,8 @@ impl<P: RecordProcessor> Lane<P> {
         let mut offsets = Vec::with_capacity(positions.len());
         for position in positions {
             match item.records.binary_search_by(|record| record.extended_sequence_number().cmp(&position)) {
-                Ok(offset) if position <= checkpointed => {
+                Ok(_) if position <= checkpointed => {
                     tracing::warn!(%position, "a record reported failed is at or below the processor's own checkpoint; it counts as processed");
-                    let _ = offset;
                 }
                 Ok(offset) => offsets.push(offset),
                 Err(_) => {
