@@ -6,6 +6,7 @@ mod checkpointer;
 pub mod failure;
 mod filter;
 mod outcome;
+mod pattern;
 mod policy;
 mod processor;
 
@@ -14,5 +15,6 @@ pub use checkpointer::{CheckpointSink, Checkpointer};
 pub use failure::{FailedRecords, FailureDestination, FailureReason, JsonLinesDestination, KinesisStreamDestination};
 pub use filter::{JsonFilter, RecordFilter};
 pub use outcome::{BatchFailure, BatchResult};
+pub use pattern::FilterCriteria;
 pub use policy::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RetryPolicy};
 pub use processor::{InitializeInput, LeaseLostInput, ProcessorError, ProcessorFactory, RecordProcessor};
