@@ -9,6 +9,7 @@ mod outcome;
 mod pattern;
 mod policy;
 mod processor;
+pub mod window;
 
 pub use batch::Batch;
 pub use checkpointer::{CheckpointSink, Checkpointer};
@@ -18,3 +19,4 @@ pub use outcome::{BatchFailure, BatchResult};
 pub use pattern::FilterCriteria;
 pub use policy::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RetryPolicy};
 pub use processor::{InitializeInput, LeaseLostInput, ProcessorError, ProcessorFactory, RecordProcessor};
+pub use window::{TumblingWindows, Window, WindowEnd, WindowProcessor};
