@@ -5,9 +5,11 @@
 mod consumer;
 mod dispatch;
 mod lane;
+mod pause;
 mod retry;
 #[cfg(all(test, feature = "test-util"))]
 mod tests;
 mod watermark;
 
 pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};
+pub(crate) use pause::PauseGate;
