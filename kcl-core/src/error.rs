@@ -36,6 +36,10 @@ pub enum KclError {
         /// The lease.
         lease_key: String,
     },
+    /// A filter pattern (Lambda's `FilterCriteria`) could not be parsed; the message names the filter and the
+    /// position in its pattern.
+    #[error("invalid filter pattern: {0}")]
+    InvalidFilter(String),
     /// The worker was shut down.
     #[error("the worker is shutting down")]
     Shutdown,
@@ -50,6 +54,7 @@ impl KclError {
             Self::InvalidConfig(_)
             | Self::SequenceNumber(_)
             | Self::InvalidCheckpoint(_)
+            | Self::InvalidFilter(_)
             | Self::LeaseLost { .. }
             | Self::Shutdown => false,
         }

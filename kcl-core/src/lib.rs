@@ -26,4 +26,4 @@ pub mod worker;
 pub use error::KclError;
 pub use process::{Batch, BatchFailure, BatchResult, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
-pub use worker::{Retrieval, ShutdownHandle, Worker, WorkerBuilder};
+pub use worker::{PauseHandle, Retrieval, ShutdownHandle, Worker, WorkerBuilder};

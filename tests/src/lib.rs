@@ -6,6 +6,7 @@
 pub mod chaos;
 pub mod emulators;
 pub mod kinesis;
+pub mod moto;
 pub mod own_kinesis;
 pub mod proxy;
 pub mod verify;

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::dispatch::Lanes;
 use super::lane::{Lane, LaneHalt, LaneShared};
+use super::pause::PauseGate;
 use super::retry::{Stopped, until_ok};
 use super::stop::{StopReason, StopSignal};
 use super::watermark::Watermark;
@@ -54,6 +55,8 @@ pub(crate) struct ConsumerConfig {
     pub(crate) retry_policy: RetryPolicy,
     pub(crate) destination: Option<Arc<dyn FailureDestination>>,
     pub(crate) filter: Option<RecordFilter>,
+    /// The worker's pause switch (Lambda's `Enabled`).
+    pub(crate) pause: PauseGate,
 }
 
 /// How a consumer ended.
@@ -112,9 +115,19 @@ impl ShardConsumer {
             }
             processors.push(processor);
         }
+        // A windowed processor checkpoints window by window: the framework must not checkpoint for it, and must
+        // deliver empty batches on a caught-up shard so windows end on time.
+        let windowed = processors.first().and_then(RecordProcessor::tumbling_window).is_some();
+        if windowed && cfg.processing.auto_checkpoint() {
+            return ConsumerExit::Failed(KclError::InvalidConfig(
+                "a tumbling-window processor checkpoints window by window: use parallelism 1 and \
+                 Checkpointing::Manual (the defaults)"
+                    .to_owned(),
+            ));
+        }
         let sink: Arc<dyn CheckpointSink> = self.control.clone();
         let checkpointer = Checkpointer::new(lease.lease_key.as_str(), sink, lease.checkpoint.clone());
-        let (exit, mut lanes) = self.process_shard(&lease, processors, checkpointer, &mut stop).await;
+        let (exit, mut lanes) = self.process_shard(&lease, processors, checkpointer, windowed, &mut stop).await;
         match &exit {
             ConsumerExit::Stopped(StopReason::LeaseLost) => {
                 for lane in &mut lanes {
@@ -199,6 +212,7 @@ impl ShardConsumer {
         lease: &Lease,
         processors: Vec<P>,
         checkpointer: Checkpointer,
+        windowed: bool,
         stop: &mut StopSignal,
     ) -> (ConsumerExit, Vec<Lane<P>>) {
         let cfg = &self.config;
@@ -228,8 +242,12 @@ impl ShardConsumer {
         let mut reading: Option<ReadFuture> = None;
         let mut buffer = Vec::new();
         let mut last_read: Option<ExtendedSequenceNumber> = None;
+        let mut pause = cfg.pause.clone();
+        let empty_calls = cfg.call_process_records_even_for_empty || windowed;
         let ended: Result<Vec<ChildShard>, ConsumerExit> = loop {
+            let paused = pause.is_paused();
             if reading.is_none()
+                && !paused
                 && let Some(mut taken) = reader.take()
             {
                 reading = Some(Box::pin(async move {
@@ -242,7 +260,8 @@ impl ShardConsumer {
                 biased;
                 reason = stop.requested() => break Err(ConsumerExit::Stopped(reason)),
                 halt = lanes.halted() => Event::Halted(halt),
-                _ = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
+                () = pause.changed() => Event::Deadline,
+                _ = sleep_until(deadline), if deadline.is_some() && !paused => Event::Deadline,
                 (taken, read) = async {
                     match reading.as_mut() {
                         Some(read) => read.await,
@@ -257,6 +276,10 @@ impl ShardConsumer {
             let read = match event {
                 Event::Halted(halt) => break Err(self.halted(halt, stop).await),
                 Event::Deadline => {
+                    // A window's deadline, or the pause switch flipped: send what is due unless paused.
+                    if pause.is_paused() {
+                        continue;
+                    }
                     if let Err(halt) = lanes.send_ready(false, None, stop).await {
                         break Err(self.halted(halt, stop).await);
                     }
@@ -301,7 +324,11 @@ impl ShardConsumer {
             }
             // Keep room for a read like this one (the next is usually similar) instead of regrowing every read.
             buffer = recycle(buffer, read_len);
-            let empty_call = !read_any && lanes.nothing_buffered() && cfg.call_process_records_even_for_empty;
+            if pause.is_paused() && !read.shard_end {
+                // Paused during the read: its records wait in the lanes' buffers until resumed.
+                continue;
+            }
+            let empty_call = !read_any && lanes.nothing_buffered() && empty_calls;
             let sent = if empty_call {
                 lanes.send_empty(read.millis_behind_latest, stop).await
             } else {

@@ -152,11 +152,11 @@ impl<P: RecordProcessor> Lane<P> {
             if stop.current().is_some() {
                 return Err(LaneHalt::Stopped);
             }
-            if item.failed_calls > 0 {
-                self.give_up_old_records(&mut item, stop).await?;
-                if item.records.is_empty() {
-                    continue;
-                }
+            // Lambda's MaximumRecordAgeInSeconds: records already too old when their batch is formed (a consumer far
+            // behind, a shard blocked for a while) are given up before any call, not only when a retry is due.
+            self.give_up_old_records(&mut item, stop).await?;
+            if item.records.is_empty() {
+                continue;
             }
             let (item_back, outcome) = self.call(item, millis_behind_latest).await;
             item = item_back;
@@ -337,7 +337,7 @@ impl<P: RecordProcessor> Lane<P> {
         }
     }
 
-    /// On a retry, records older than the maximum age are given up instead of retried.
+    /// Records older than the maximum age are given up instead of delivered (first call) or retried.
     async fn give_up_old_records(&mut self, item: &mut WorkItem, stop: &mut StopSignal) -> Result<(), LaneHalt> {
         let Some(max_age) = self.shared.policy.max_record_age else { return Ok(()) };
         let now = SystemTime::now();

@@ -5,6 +5,7 @@
 mod consumer;
 mod dispatch;
 mod lane;
+mod pause;
 mod retry;
 mod stop;
 #[cfg(all(test, feature = "test-util"))]
@@ -13,3 +14,4 @@ mod watermark;
 
 pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl};
 pub(crate) use stop::{StopReason, StopSignal};
+pub(crate) use pause::PauseGate;

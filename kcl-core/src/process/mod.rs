@@ -6,13 +6,17 @@ mod checkpointer;
 pub mod failure;
 mod filter;
 mod outcome;
+mod pattern;
 mod policy;
 mod processor;
+pub mod window;
 
 pub use batch::Batch;
 pub use checkpointer::{CheckpointSink, Checkpointer};
 pub use failure::{FailedRecords, FailureDestination, FailureReason, JsonLinesDestination, KinesisStreamDestination};
 pub use filter::{JsonFilter, RecordFilter};
 pub use outcome::{BatchFailure, BatchResult};
+pub use pattern::FilterCriteria;
 pub use policy::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RetryPolicy};
 pub use processor::{InitializeInput, LeaseLostInput, ProcessorError, ProcessorFactory, RecordProcessor};
+pub use window::{TumblingWindows, Window, WindowEnd, WindowProcessor};

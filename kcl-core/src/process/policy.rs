@@ -82,7 +82,10 @@ impl RetryPolicy {
         self
     }
 
-    /// Records that arrived in Kinesis longer ago than this are not retried (their retries count as exhausted).
+    /// Records that arrived in Kinesis longer ago than this are not processed: checked when a batch is formed and
+    /// again before each retry (Lambda's `MaximumRecordAgeInSeconds`). Such records count as exhausted:
+    /// [`on_exhausted`](Self::on_exhausted) decides (block, or the failure destination with
+    /// [`FailureReason::RecordTooOld`](super::FailureReason::RecordTooOld)).
     pub fn max_record_age(mut self, age: Option<Duration>) -> Self {
         self.max_record_age = age;
         self

@@ -86,6 +86,14 @@ pub trait RecordProcessor: Send + 'static {
         let _ = checkpointer;
         Ok(())
     }
+
+    /// The length of the tumbling windows this processor checkpoints by, if it does
+    /// ([`TumblingWindows`](super::TumblingWindows) says so; leave the default otherwise). The framework then
+    /// delivers empty batches when the shard is caught up, so windows end on time, and refuses automatic
+    /// checkpointing and parallelism above 1, which would move the checkpoint into an open window.
+    fn tumbling_window(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Makes a [`RecordProcessor`] for a shard. Implemented for closures `Fn(&str) -> P`.

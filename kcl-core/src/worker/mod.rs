@@ -37,6 +37,7 @@
 
 mod builder;
 mod control;
+mod pause;
 mod streams;
 
 use std::collections::HashMap;
@@ -49,13 +50,14 @@ use tracing::Instrument;
 
 pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
+pub use pause::PauseHandle;
 use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
 use crate::error::KclError;
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
-use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason, StopSignal};
+use crate::lifecycle::{ConsumerConfig, ConsumerExit, PauseGate, ShardConsumer, StopReason, StopSignal};
 use crate::process::ProcessorFactory;
 use crate::retrieve::RecordSource;
 use crate::types::InitialPosition;
@@ -115,6 +117,7 @@ pub(crate) struct Parts<F> {
 pub struct Worker<F> {
     parts: Parts<F>,
     shutdown_tx: watch::Sender<bool>,
+    pause_tx: watch::Sender<bool>,
 }
 
 impl<F> std::fmt::Debug for Worker<F> {
@@ -181,7 +184,7 @@ impl<F: ProcessorFactory> Worker<F> {
     }
 
     fn assemble(parts: Parts<F>) -> Self {
-        Self { parts, shutdown_tx: watch::channel(false).0 }
+        Self { parts, shutdown_tx: watch::channel(false).0, pause_tx: watch::channel(false).0 }
     }
 
     /// This worker's id.
@@ -194,6 +197,11 @@ impl<F: ProcessorFactory> Worker<F> {
         ShutdownHandle(self.shutdown_tx.clone())
     }
 
+    /// A handle that pauses and resumes consumption (Lambda's `Enabled`) while the worker keeps its leases.
+    pub fn pause_handle(&self) -> PauseHandle {
+        PauseHandle(self.pause_tx.clone())
+    }
+
     /// Runs until a graceful shutdown completes. Dropping the future stops the worker like a crash: nothing is
     /// released, and other workers take its leases once they expire.
     pub async fn run(self) -> Result<(), KclError> {
@@ -202,6 +210,7 @@ impl<F: ProcessorFactory> Worker<F> {
     }
 
     async fn run_inner(self) -> Result<(), KclError> {
+        let pause = PauseGate::new(self.pause_tx.subscribe());
         let p = self.parts;
         let (coordinator, mut events) =
             LeaseCoordinator::start(p.store.clone(), p.worker_id.clone(), p.lease_config.clone())?;
@@ -231,6 +240,7 @@ impl<F: ProcessorFactory> Worker<F> {
                 retry_policy: p.retry_policy.clone(),
                 destination: p.destination.clone(),
                 filter: p.filter.clone(),
+                pause,
             },
             source: p.source.clone(),
             store: p.store.clone(),

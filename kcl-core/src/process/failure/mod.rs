@@ -24,7 +24,7 @@ use crate::types::Record;
 pub enum FailureReason {
     /// They took part in `max_attempts` failed calls.
     AttemptsExhausted,
-    /// They were older than `max_record_age` when a retry was due.
+    /// They were older than `max_record_age` when their batch was formed or a retry was due.
     RecordTooOld,
 }
 
