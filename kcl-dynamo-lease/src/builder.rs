@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 
 use crate::error::DynamoLeaseError;
+use crate::fleet_version;
 use crate::schema::{LEASE_KEY, WORKER_ID};
 use crate::store::DynamoLeaseStore;
 use crate::table::{self, IndexState, TableSpec};
@@ -180,6 +181,7 @@ impl DynamoLeaseStoreBuilder {
     /// key schemas, and sets up the owner index.
     ///
     /// # Errors
+    /// [`DynamoLeaseError::Kcl3Fleet`] when a Java KCL 3.x fleet runs 3.x lease assignment on the table,
     /// [`DynamoLeaseError::InvalidConfig`] for bad options, [`DynamoLeaseError::TableNotFound`] when a table is
     /// missing and creation is off, [`DynamoLeaseError::IncompatibleTable`] for a table with another key schema (it
     /// is never modified), [`DynamoLeaseError::TableNotActive`] after the wait, [`DynamoLeaseError::DynamoDb`] when
@@ -188,6 +190,7 @@ impl DynamoLeaseStoreBuilder {
         self.validate()?;
         let lease_spec = self.spec(&self.table_name, LEASE_KEY, "KCL lease table", self.create_owner_index);
         let description = table::ensure_table(&self.client, &lease_spec).await?;
+        fleet_version::check(&self.client, &self.table_name).await?;
         let owner_index = match table::owner_index_state(&description) {
             IndexState::Absent if self.create_owner_index && !has_owner_index(&description) => {
                 table::add_owner_index(&self.client, &description, &self.table_name).await

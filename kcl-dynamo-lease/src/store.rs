@@ -16,6 +16,7 @@ use kcl_core::lease::{
 };
 
 use crate::builder::DynamoLeaseStoreBuilder;
+use crate::fleet_version;
 use crate::error::{classify, to_store_error};
 use crate::metrics::{Counters, Kind};
 use crate::owner_index::OwnerIndex;
@@ -152,6 +153,13 @@ impl DynamoLeaseStore {
             )
             .await
             .map_err(|e| to_store_error(OP, "Scan", &self.table, "none", e))?;
+        if let Some(version) = output.items().iter().find_map(fleet_version::kcl3_version_in_lease_table) {
+            // The fleet switched to 3.x lease assignment while this worker runs: take nothing (see fleet_version).
+            return Err(LeaseStoreError::fatal(
+                OP,
+                format!("{} (found `{version}`)", fleet_version::remedy(&self.table)),
+            ));
+        }
         let leases = output.items().iter().filter_map(|item| schema::lease_or_skip(&self.table, item)).collect();
         let next_page = match output.last_evaluated_key() {
             None => None,
