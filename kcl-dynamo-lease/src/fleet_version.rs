@@ -156,6 +156,9 @@ mod tests {
         assert_eq!(kcl3_version_in_lease_table(&with("CLIENT_VERSION_3X")).as_deref(), Some("CLIENT_VERSION_3X"));
         assert_eq!(kcl3_version_in_lease_table(&with("CLIENT_VERSION_UPGRADE_FROM_2X")), None);
         assert_eq!(kcl3_version_in_lease_table(&item(&[("leaseKey", "shardId-0"), ("entityType", "LEASE")])), None);
-        assert_eq!(kcl3_version_in_lease_table(&item(&[("leaseKey", "w1"), ("entityType", "WORKER_METRIC_STATS")])), None);
+        assert_eq!(
+            kcl3_version_in_lease_table(&item(&[("leaseKey", "w1"), ("entityType", "WORKER_METRIC_STATS")])),
+            None
+        );
     }
 }

@@ -24,6 +24,7 @@
 //! | [`worker_heartbeats`](DynamoLeaseStoreBuilder::worker_heartbeats) | `false` | no equivalent |
 //! | [`heartbeat_table_name`](DynamoLeaseStoreBuilder::heartbeat_table_name) | `<table>-WorkerHeartbeats` | no equivalent |
 //! | [`deletion_protection`](DynamoLeaseStoreBuilder::deletion_protection) | `false` | `leaseTableDeletionProtectionEnabled = false` |
+//! | [`refuse_kcl3_fleet`](DynamoLeaseStoreBuilder::refuse_kcl3_fleet) | `true` | no equivalent |
 //!
 //! ## Items
 //! Java KCL 3.5.1's attributes and types: `leaseKey` S, `leaseOwner` S (absent when unowned), `leaseCounter` N,

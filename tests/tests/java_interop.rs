@@ -4,9 +4,13 @@
 //! delivered, first deliveries in order per key, every duplicate explained, final checkpoints right). Needs Maven and
 //! Java 17 (scripts/test builds the peer); never skipped.
 
+#[path = "java_interop/admin.rs"]
+mod admin;
 #[path = "java_interop/common.rs"]
 mod common;
 #[path = "java_interop/fleet_3x.rs"]
 mod fleet_3x;
 #[path = "java_interop/migration.rs"]
 mod migration;
+#[path = "java_interop/mixed_fleet.rs"]
+mod mixed_fleet;

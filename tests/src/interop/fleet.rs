@@ -80,30 +80,31 @@ impl Fleet {
         let (output, journal) =
             (spec.dir.join(format!("{name}.out.jsonl")), spec.dir.join(format!("{name}.journal.jsonl")));
         let log = std::fs::File::create(spec.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        let mut command = match kind {
-            Kind::Rust => {
-                let mut command = Command::new(crate::chaos::verify_worker()?);
-                command.env("RUST_LOG", "info,aws=warn");
-                command
-            }
-            Kind::Java2 | Kind::Java3Compatible | Kind::Java3 => {
-                let build = if kind == Kind::Java2 { JavaBuild::Kcl2 } else { JavaBuild::Kcl3 };
-                let mut command = Command::new("java");
-                command
-                    .args(["-XX:+UseSerialGC", "-Xmx384m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"])
-                    .args(["-cp", &java_peer(build)?, "dev.kclrs.interop.Peer"]);
-                match kind {
-                    Kind::Java3 => {
-                        command.args(["--client-version", "3x"]);
-                    }
-                    Kind::Java3Compatible => {
-                        command.args(["--client-version", "compatible-with-2x"]);
-                    }
-                    _ => {}
+        let mut command =
+            match kind {
+                Kind::Rust => {
+                    let mut command = Command::new(crate::chaos::verify_worker()?);
+                    command.env("RUST_LOG", "info,aws=warn");
+                    command
                 }
-                command
-            }
-        };
+                Kind::Java2 | Kind::Java3Compatible | Kind::Java3 => {
+                    let build = if kind == Kind::Java2 { JavaBuild::Kcl2 } else { JavaBuild::Kcl3 };
+                    let mut command = Command::new("java");
+                    command
+                        .args(["-XX:+UseSerialGC", "-Xmx384m", "-Dorg.slf4j.simpleLogger.defaultLogLevel=info"])
+                        .args(["-cp", &java_peer(build)?, "dev.kclrs.interop.Peer"]);
+                    match kind {
+                        Kind::Java3 => {
+                            command.args(["--client-version", "3x"]);
+                        }
+                        Kind::Java3Compatible => {
+                            command.args(["--client-version", "compatible-with-2x"]);
+                        }
+                        _ => {}
+                    }
+                    command
+                }
+            };
         command
             .args(["--stream", &spec.stream, "--app", &spec.app, "--worker-id", id])
             .arg("--output")

@@ -20,11 +20,13 @@ pub struct Judged {
     pub report: Report,
 }
 
-/// The leases of `app` (Java KCL entities other than leases are skipped by the store).
+/// The leases of `app` (Java KCL entities other than leases are skipped by the store). Reads a 3.x fleet's table
+/// too: this store takes no lease.
 pub async fn leases(dynamodb: &aws_sdk_dynamodb::Client, app: &str) -> Result<Vec<Lease>, String> {
     let store = DynamoLeaseStore::builder(dynamodb.clone(), app)
         .create_table_if_missing(false)
         .create_owner_index(false)
+        .refuse_kcl3_fleet(false)
         .build()
         .await
         .map_err(|e| format!("lease table {app}: {e}"))?;

@@ -51,7 +51,8 @@ pub fn java_peer(build: JavaBuild) -> Result<String, String> {
     let project = project();
     let dir = project.join("target").join(build.profile());
     let jar = dir.join("java-kcl-peer.jar");
-    let sources = newest(&project.join("src")).max(std::fs::metadata(project.join("pom.xml")).ok().and_then(|m| m.modified().ok()));
+    let sources = newest(&project.join("src"))
+        .max(std::fs::metadata(project.join("pom.xml")).ok().and_then(|m| m.modified().ok()));
     let built = std::fs::metadata(&jar).ok().and_then(|m| m.modified().ok());
     if built.is_none() || built < sources || !dir.join("lib").is_dir() {
         eprintln!("interop: building the Java KCL peer ({}) with Maven", build.profile());

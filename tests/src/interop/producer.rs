@@ -100,7 +100,10 @@ async fn produce(
             Err(error) => {
                 failures += 1;
                 if failures > 100 {
-                    return Err(format!("PutRecords keeps failing: {}", aws_sdk_kinesis::error::DisplayErrorContext(error)));
+                    return Err(format!(
+                        "PutRecords keeps failing: {}",
+                        aws_sdk_kinesis::error::DisplayErrorContext(error)
+                    ));
                 }
                 retry = batch;
                 continue;

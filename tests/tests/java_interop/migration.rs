@@ -51,9 +51,11 @@ async fn migrate(
 
 /// Whether `checkpoint` is inside an aggregate: a later user record of the same aggregate was put.
 fn inside_aggregate(judged: &kcl_tests::interop::Judged, shard: &str, checkpoint: &ExtendedSequenceNumber) -> bool {
-    judged.history.puts.iter().any(|p| {
-        p.shard == shard && Some(&p.seq) == checkpoint.sequence_number() && p.sub > checkpoint.sub_sequence()
-    })
+    judged
+        .history
+        .puts
+        .iter()
+        .any(|p| p.shard == shard && Some(&p.seq) == checkpoint.sequence_number() && p.sub > checkpoint.sub_sequence())
 }
 
 /// Java KCL 3.5.1 (2.x-compatible mode) → kcl-rs. Every entry is a KPL aggregate of 4, and the Java processor keeps

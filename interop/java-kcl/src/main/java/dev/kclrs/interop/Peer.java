@@ -33,11 +33,13 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
  *   --stream S --app A --worker-id W --output FILE [--journal FILE]
  *   --kinesis-endpoint URL --dynamodb-endpoint URL [--lease-duration-ms 10000] [--idle-ms 500]
  *   [--client-version 3x|compatible-with-2x] [--hold-back N] [--max-leases-to-steal N]
+ *   [--graceful-timeout-ms 20000]
  * </pre>
  *
  * <p>Polling retrieval, TRIM_HORIZON for shards without a checkpoint, metrics off (MetricsLevel.NONE with a null
  * factory; the CloudWatch client points at a closed loopback port), lease table = application name as in Java KCL.
- * SIGTERM = graceful shutdown (final checkpoints), exit 0. {@code --client-version} picks the 3.x build's
+ * SIGTERM = graceful shutdown (final checkpoints), exit 0; exit 1 when Java KCL's startGracefulShutdown() did not
+ * complete within --graceful-timeout-ms (2.7.2 never completes it while the worker holds leases of finished shards). {@code --client-version} picks the 3.x build's
  * CoordinatorConfig.ClientVersionConfig (the 2.x build has none and rejects it).
  */
 public final class Peer {
@@ -53,6 +55,7 @@ public final class Peer {
         long leaseMs = Long.parseLong(args.getOrDefault("lease-duration-ms", "10000"));
         long idleMs = Long.parseLong(args.getOrDefault("idle-ms", "500"));
         int holdBack = Integer.parseInt(args.getOrDefault("hold-back", "0"));
+        long gracefulMs = Long.parseLong(args.getOrDefault("graceful-timeout-ms", "20000"));
 
         Evidence output = Evidence.open(outputPath, true);
         Evidence journal = Evidence.open(journalPath, false);
@@ -108,7 +111,7 @@ public final class Peer {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             boolean ok;
             try {
-                ok = scheduler.startGracefulShutdown().get(60, TimeUnit.SECONDS);
+                ok = scheduler.startGracefulShutdown().get(gracefulMs, TimeUnit.MILLISECONDS);
             } catch (Exception e) {
                 System.err.println("java-kcl-peer: graceful shutdown failed: " + e);
                 ok = false;
