@@ -39,8 +39,9 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
  * <p>Polling retrieval, TRIM_HORIZON for shards without a checkpoint, metrics off (MetricsLevel.NONE with a null
  * factory; the CloudWatch client points at a closed loopback port), lease table = application name as in Java KCL.
  * SIGTERM = graceful shutdown (final checkpoints), exit 0; exit 1 when Java KCL's startGracefulShutdown() did not
- * complete within --graceful-timeout-ms (2.7.2 never completes it while the worker holds leases of finished shards). {@code --client-version} picks the 3.x build's
- * CoordinatorConfig.ClientVersionConfig (the 2.x build has none and rejects it).
+ * complete within --graceful-timeout-ms (2.7.2 never completes it while the worker holds leases of finished shards).
+ * {@code --client-version} picks the 3.x build's CoordinatorConfig.ClientVersionConfig (the 2.x build has none and
+ * rejects it).
  */
 public final class Peer {
     private Peer() {}
