@@ -16,7 +16,7 @@ use super::io;
 use super::slots::{self, Next, Reading, lock_slot};
 use super::state::{Phase, Shared};
 use super::{LeaseEvent, LostReason};
-use crate::KclError;
+use crate::error::KclError;
 use crate::lease::Lease;
 
 /// Writes the final checkpoint of an outgoing (or abandoned) handoff, or clears the checkpoint right, and drops the

@@ -144,8 +144,9 @@ pub use self::config::{
 };
 pub use self::metrics::{LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES};
 use self::state::Shared;
+use crate::ExtendedSequenceNumber;
+use crate::error::KclError;
 use crate::lease::{Lease, LeaseStore};
-use crate::{ExtendedSequenceNumber, KclError};
 
 /// What the coordinator tells the pipeline.
 // A few events per lease movement: moving a 300-byte lease is cheaper than boxing it.

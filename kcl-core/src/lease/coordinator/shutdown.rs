@@ -17,7 +17,7 @@ use super::config::RenewalMode;
 use super::io;
 use super::state::{Phase, Shared, State};
 use super::{LeaseEvent, LostReason};
-use crate::KclError;
+use crate::error::KclError;
 
 /// Hands a lease this worker owns and no longer processes to another worker (or releases it). Call with the slot's
 /// lock held. Emits `Lost { HandedOff | Released }` if the slot was processed.
