@@ -58,7 +58,9 @@ fn main() {
             "--runs" => options.runs = value("--runs"),
             "--records" => options.records = value("--records"),
             "--rate" => options.rate = value("--rate"),
-            "--daemon" => options.daemon = pair.get(1).map(PathBuf::from),
+            "--daemon" => {
+                options.daemon = pair.get(1).map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
+            }
             other => panic!("unknown argument {other}; expected --runs N --records N --rate N --daemon PATH"),
         }
     }
