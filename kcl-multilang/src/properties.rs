@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn reads_java_properties_syntax() {
-        let cases: &[(&str, &[(&str, &str, usize)])] = &[
+        type Case = (&'static str, &'static [(&'static str, &'static str, usize)]);
+        let cases: &[Case] = &[
             ("a = b", &[("a", "b", 1)]),
             ("a=b", &[("a", "b", 1)]),
             ("a:b", &[("a", "b", 1)]),
