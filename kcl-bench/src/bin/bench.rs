@@ -34,6 +34,8 @@ mod contender;
 mod e2e;
 #[path = "bench/emulator.rs"]
 mod emulator;
+#[path = "bench/java.rs"]
+mod java;
 #[path = "bench/latency.rs"]
 mod latency;
 #[path = "bench/leases.rs"]
@@ -71,6 +73,10 @@ enum Scenario {
     Latency(latency::LatencyArgs),
     /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
     E2e(e2e::E2eArgs),
+    /// `e2e` through kcl-rs and the Java KCL peer (interop/java-kcl), interleaved (needs the emulators and Maven).
+    E2eJava(java::E2eJavaArgs),
+    /// Crash failover and graceful handoff times, kcl-rs and Java KCL on the same workload (needs the emulators).
+    FailoverJava(java::FailoverJavaArgs),
     /// Per-key parallelism within one shard for a slow processor (in memory, no emulators).
     Parallel(parallel::ParallelArgs),
     /// Lease coordination: store requests per lease-hour in both renewal modes, convergence, failover, handoff.
@@ -93,6 +99,8 @@ async fn main() {
         Scenario::Overhead(args) => overhead::run(args).await,
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::E2e(args) => e2e::run(args).await,
+        Scenario::E2eJava(args) => java::e2e(args).await,
+        Scenario::FailoverJava(args) => java::failover(args).await,
         Scenario::Parallel(args) => parallel::run(args).await,
         Scenario::Leases(args) => leases::run(args).await,
         Scenario::Scale(args) => scale::run(args).await,

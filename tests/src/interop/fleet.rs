@@ -48,6 +48,8 @@ pub struct Spec {
     pub lease_duration_ms: u64,
     /// Where the files go.
     pub dir: PathBuf,
+    /// The `verify-worker` binary; `None`: the one next to the test executable (built when missing).
+    pub verify_worker: Option<PathBuf>,
 }
 
 struct Proc {
@@ -83,7 +85,11 @@ impl Fleet {
         let mut command =
             match kind {
                 Kind::Rust => {
-                    let mut command = Command::new(crate::chaos::verify_worker()?);
+                    let binary = match &spec.verify_worker {
+                        Some(binary) => binary.clone(),
+                        None => crate::chaos::verify_worker()?,
+                    };
+                    let mut command = Command::new(binary);
                     command.env("RUST_LOG", "info,aws=warn");
                     command
                 }
@@ -143,15 +149,20 @@ impl Fleet {
         }
     }
 
-    /// SIGTERMs process `n` and waits for it; its exit code (`None`: killed after hanging).
-    pub async fn term(&mut self, n: usize) -> Option<i32> {
-        let mut child = self.procs[n].child.take()?;
-        if let Some(pid) = child.id() {
+    /// Sends SIGTERM to process `n` without waiting (a later [`term`](Self::term) or `stop_all` collects it).
+    pub fn signal_term(&self, n: usize) {
+        if let Some(pid) = self.procs[n].child.as_ref().and_then(Child::id) {
             // SAFETY: kill(2) on a child not yet reaped, so the pid cannot have been reused.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
+    }
+
+    /// SIGTERMs process `n` and waits for it; its exit code (`None`: killed after hanging).
+    pub async fn term(&mut self, n: usize) -> Option<i32> {
+        self.signal_term(n);
+        let mut child = self.procs[n].child.take()?;
         match tokio::time::timeout(TERM_TIMEOUT, child.wait()).await {
             Ok(Ok(status)) => status.code(),
             _ => {

@@ -39,6 +39,7 @@ impl Setup {
             dynamodb_endpoint: emulators.dynamodb_endpoint().to_owned(),
             lease_duration_ms: LEASE_MS,
             dir: dir.path().to_owned(),
+            verify_worker: None,
         });
         Self { kinesis, dynamodb, stream, app, fleet, dir }
     }

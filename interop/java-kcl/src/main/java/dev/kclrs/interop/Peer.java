@@ -33,8 +33,10 @@ import software.amazon.kinesis.retrieval.polling.PollingConfig;
  *   --stream S --app A --worker-id W --output FILE [--journal FILE]
  *   --kinesis-endpoint URL --dynamodb-endpoint URL [--lease-duration-ms 10000] [--idle-ms 500]
  *   [--client-version 3x|compatible-with-2x] [--hold-back N] [--max-leases-to-steal N]
- *   [--graceful-timeout-ms 20000]
+ *   [--graceful-timeout-ms 20000] [--expect N [--timeout-secs 180]]
  * </pre>
+ *
+ * <p>{@code --expect N} is the benchmark mode ({@link BenchProcessor}): no evidence files, exit after N records.
  *
  * <p>Polling retrieval, TRIM_HORIZON for shards without a checkpoint, metrics off (MetricsLevel.NONE with a null
  * factory; the CloudWatch client points at a closed loopback port), lease table = application name as in Java KCL.
@@ -51,14 +53,17 @@ public final class Peer {
         String stream = required(args, "stream");
         String app = required(args, "app");
         String workerId = required(args, "worker-id");
-        Path outputPath = Path.of(required(args, "output"));
+        // Benchmark mode (--expect N): count, checkpoint per batch, print one JSON line and stop after N records.
+        BenchProcessor.Counter bench =
+                args.containsKey("expect") ? new BenchProcessor.Counter(Long.parseLong(args.get("expect"))) : null;
+        Path outputPath = bench != null ? null : Path.of(required(args, "output"));
         Path journalPath = args.containsKey("journal") ? Path.of(args.get("journal")) : null;
         long leaseMs = Long.parseLong(args.getOrDefault("lease-duration-ms", "10000"));
         long idleMs = Long.parseLong(args.getOrDefault("idle-ms", "500"));
         int holdBack = Integer.parseInt(args.getOrDefault("hold-back", "0"));
         long gracefulMs = Long.parseLong(args.getOrDefault("graceful-timeout-ms", "20000"));
 
-        Evidence output = Evidence.open(outputPath, true);
+        Evidence output = outputPath == null ? null : Evidence.open(outputPath, true);
         Evidence journal = Evidence.open(journalPath, false);
         long pid = ProcessHandle.current().pid();
         journal.event("\"ev\":\"start\",\"worker\":" + Evidence.str(workerId) + ",\"pid\":" + pid);
@@ -86,7 +91,9 @@ public final class Peer {
                 .build();
 
         ConfigsBuilder configs = new ConfigsBuilder(stream, app, kinesis, dynamo, cloudWatch, workerId,
-                VerifyProcessor.factory(workerId, output, journal, holdBack));
+                bench != null
+                        ? BenchProcessor.factory(bench)
+                        : VerifyProcessor.factory(workerId, output, journal, holdBack));
         PollingConfig polling = new PollingConfig(stream, kinesis).idleTimeBetweenReadsInMillis(idleMs);
         var leases = configs.leaseManagementConfig()
                 .failoverTimeMillis(leaseMs)
@@ -125,6 +132,17 @@ public final class Peer {
 
         Thread worker = new Thread(scheduler, "scheduler");
         worker.start();
+        if (bench != null) {
+            long timeoutSecs = Long.parseLong(args.getOrDefault("timeout-secs", "180"));
+            if (!bench.done.await(timeoutSecs, TimeUnit.SECONDS)) {
+                System.err.println("java-kcl-peer: timed out with " + bench.delivered.get() + " records");
+                System.exit(1);
+            }
+            System.out.println(bench.result());
+            System.out.flush();
+            // The shutdown hook stops the scheduler gracefully, then halts with its verdict.
+            System.exit(0);
+        }
         worker.join();
     }
 
