@@ -89,7 +89,8 @@ impl Aws {
         if !exists && !create {
             return Err(AdminError::TableNotFound(table.to_owned()));
         }
-        let builder = DynamoLeaseStore::builder(self.dynamodb.clone(), table);
+        // An admin tool reads and repairs any KCL table, a Java KCL 3.x fleet's too: it takes no leases.
+        let builder = DynamoLeaseStore::builder(self.dynamodb.clone(), table).refuse_kcl3_fleet(false);
         let store = if exists {
             builder.create_table_if_missing(false).create_owner_index(false).build().await?
         } else {

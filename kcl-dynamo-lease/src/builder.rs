@@ -5,6 +5,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 
 use crate::error::DynamoLeaseError;
+use crate::fleet_version;
 use crate::schema::{LEASE_KEY, WORKER_ID};
 use crate::store::DynamoLeaseStore;
 use crate::table::{self, IndexState, TableSpec};
@@ -42,6 +43,7 @@ pub struct DynamoLeaseStoreBuilder {
     worker_heartbeats: bool,
     heartbeat_table_name: Option<String>,
     deletion_protection: bool,
+    refuse_kcl3_fleet: bool,
 }
 
 impl DynamoLeaseStoreBuilder {
@@ -57,6 +59,7 @@ impl DynamoLeaseStoreBuilder {
             worker_heartbeats: false,
             heartbeat_table_name: None,
             deletion_protection: false,
+            refuse_kcl3_fleet: true,
         }
     }
 
@@ -124,6 +127,16 @@ impl DynamoLeaseStoreBuilder {
         self
     }
 
+    /// Refuse the table of a Java KCL 3.x fleet that runs 3.x (leader-based) lease assignment: `build` fails with
+    /// [`DynamoLeaseError::Kcl3Fleet`], and a lease listing that meets the fleet's 3.x migration state fails, so a
+    /// worker takes nothing. Default `true`. Turn it off only for read-only or repair tools (`kcl-admin`): a worker
+    /// taking leases in such a table would fight the 3.x leader. Java KCL has no equivalent (3.x workers in
+    /// `CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X` mode are what kcl-rs can share a table with).
+    pub fn refuse_kcl3_fleet(mut self, refuse: bool) -> Self {
+        self.refuse_kcl3_fleet = refuse;
+        self
+    }
+
     fn heartbeat_table(&self) -> String {
         self.heartbeat_table_name.clone().unwrap_or_else(|| format!("{}{HEARTBEAT_TABLE_SUFFIX}", self.table_name))
     }
@@ -180,6 +193,7 @@ impl DynamoLeaseStoreBuilder {
     /// key schemas, and sets up the owner index.
     ///
     /// # Errors
+    /// [`DynamoLeaseError::Kcl3Fleet`] when a Java KCL 3.x fleet runs 3.x lease assignment on the table,
     /// [`DynamoLeaseError::InvalidConfig`] for bad options, [`DynamoLeaseError::TableNotFound`] when a table is
     /// missing and creation is off, [`DynamoLeaseError::IncompatibleTable`] for a table with another key schema (it
     /// is never modified), [`DynamoLeaseError::TableNotActive`] after the wait, [`DynamoLeaseError::DynamoDb`] when
@@ -188,6 +202,9 @@ impl DynamoLeaseStoreBuilder {
         self.validate()?;
         let lease_spec = self.spec(&self.table_name, LEASE_KEY, "KCL lease table", self.create_owner_index);
         let description = table::ensure_table(&self.client, &lease_spec).await?;
+        if self.refuse_kcl3_fleet {
+            fleet_version::check(&self.client, &self.table_name).await?;
+        }
         let owner_index = match table::owner_index_state(&description) {
             IndexState::Absent if self.create_owner_index && !has_owner_index(&description) => {
                 table::add_owner_index(&self.client, &description, &self.table_name).await
@@ -207,7 +224,8 @@ impl DynamoLeaseStoreBuilder {
             heartbeat_table,
             owner_index,
             self.owner_index_recheck_interval,
-        ))
+        )
+        .with_refuse_kcl3_fleet(self.refuse_kcl3_fleet))
     }
 }
 

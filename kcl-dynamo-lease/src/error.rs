@@ -44,6 +44,20 @@ pub enum DynamoLeaseError {
         /// How long the builder waited.
         waited: Duration,
     },
+    /// The table belongs to a Java KCL 3.x fleet running leader-based lease assignment (its `Migration3.0` state
+    /// says `CLIENT_VERSION_3X` or `CLIENT_VERSION_3X_WITH_ROLLBACK`); kcl-rs speaks the 2.x lease protocol and
+    /// refuses to join rather than fight the leader over leases. The message names the Java setting to change.
+    #[error("{remedy} (found `{client_version}` in table `{found_in}`)")]
+    Kcl3Fleet {
+        /// The lease table.
+        table: String,
+        /// The fleet's client version (`cv`).
+        client_version: String,
+        /// The table holding the migration state: the lease table (KCL 3.5) or `<table>-CoordinatorState`.
+        found_in: String,
+        /// What to change.
+        remedy: String,
+    },
     /// A DynamoDB call made while setting up the store failed.
     #[error("DynamoDB {operation} on table `{table}` failed: {message}")]
     DynamoDb {
@@ -67,7 +81,10 @@ impl DynamoLeaseError {
         match self {
             Self::DynamoDb { retryable, .. } => *retryable,
             Self::TableNotActive { .. } => true,
-            Self::InvalidConfig(_) | Self::TableNotFound { .. } | Self::IncompatibleTable { .. } => false,
+            Self::InvalidConfig(_)
+            | Self::TableNotFound { .. }
+            | Self::IncompatibleTable { .. }
+            | Self::Kcl3Fleet { .. } => false,
         }
     }
 

@@ -24,6 +24,7 @@
 //! | [`worker_heartbeats`](DynamoLeaseStoreBuilder::worker_heartbeats) | `false` | no equivalent |
 //! | [`heartbeat_table_name`](DynamoLeaseStoreBuilder::heartbeat_table_name) | `<table>-WorkerHeartbeats` | no equivalent |
 //! | [`deletion_protection`](DynamoLeaseStoreBuilder::deletion_protection) | `false` | `leaseTableDeletionProtectionEnabled = false` |
+//! | [`refuse_kcl3_fleet`](DynamoLeaseStoreBuilder::refuse_kcl3_fleet) | `true` | no equivalent |
 //!
 //! ## Items
 //! Java KCL 3.5.1's attributes and types: `leaseKey` S, `leaseOwner` S (absent when unowned), `leaseCounter` N,
@@ -40,6 +41,13 @@
 //!   (`entityType` other than `LEASE`) are ignored.
 //! * String sets have no order: `parent_shard_ids` and `child_shard_ids` come back sorted.
 //! * `AT_TIMESTAMP` is stored as the bare sentinel, as in KCL; the timestamp itself is not kept.
+//!
+//! ## Java KCL 3.x fleets
+//! A table whose Java KCL 3.x fleet runs leader-based assignment (`Migration3.0` item with `cv` =
+//! `CLIENT_VERSION_3X` or `CLIENT_VERSION_3X_WITH_ROLLBACK`, in the lease table as KCL 3.5 keeps it or in
+//! `<table>-CoordinatorState` as 3.0–3.4 do) is refused by `build` ([`DynamoLeaseError::Kcl3Fleet`], naming the Java
+//! setting `CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X`), and a lease listing that meets such an item fails, so a
+//! running worker takes no lease from a fleet that switched. 2.x-compatible 3.x fleets are shared as 2.x ones.
 //!
 //! ## Conditions and errors
 //! Every write carries the contract's condition as a ConditionExpression and returns the counter DynamoDB reports
@@ -69,6 +77,7 @@
 mod builder;
 mod error;
 mod expr;
+mod fleet_version;
 mod heartbeat;
 mod metrics;
 mod owner_index;
@@ -80,6 +89,7 @@ mod writes;
 
 pub use builder::{BillingMode, DynamoLeaseStoreBuilder, HEARTBEAT_TABLE_SUFFIX};
 pub use error::DynamoLeaseError;
+pub use fleet_version::COORDINATOR_STATE_TABLE_SUFFIX;
 pub use kcl_core::lease::RequestCounts;
 pub use metrics::REQUESTS_METRIC;
 pub use store::DynamoLeaseStore;

@@ -17,6 +17,7 @@ use kcl_core::lease::{
 
 use crate::builder::DynamoLeaseStoreBuilder;
 use crate::error::{classify, to_store_error};
+use crate::fleet_version;
 use crate::metrics::{Counters, Kind};
 use crate::owner_index::OwnerIndex;
 use crate::schema::{self, Item, LEASE_KEY};
@@ -33,6 +34,8 @@ pub struct DynamoLeaseStore {
     pub(crate) heartbeat_table: Option<String>,
     pub(crate) owner_index: OwnerIndex,
     counters: Counters,
+    /// Whether a listing that meets a Java KCL 3.x fleet's migration state fails (see `fleet_version`).
+    refuse_kcl3_fleet: bool,
 }
 
 impl std::fmt::Debug for DynamoLeaseStore {
@@ -66,7 +69,13 @@ impl DynamoLeaseStore {
             heartbeat_table,
             owner_index: OwnerIndex::new(owner_index, owner_index_recheck),
             counters: Counters::default(),
+            refuse_kcl3_fleet: true,
         }
+    }
+
+    pub(crate) fn with_refuse_kcl3_fleet(mut self, refuse: bool) -> Self {
+        self.refuse_kcl3_fleet = refuse;
+        self
     }
 
     /// The lease table.
@@ -152,6 +161,15 @@ impl DynamoLeaseStore {
             )
             .await
             .map_err(|e| to_store_error(OP, "Scan", &self.table, "none", e))?;
+        if self.refuse_kcl3_fleet
+            && let Some(version) = output.items().iter().find_map(fleet_version::kcl3_version_in_lease_table)
+        {
+            // The fleet switched to 3.x lease assignment while this worker runs: take nothing (see fleet_version).
+            return Err(LeaseStoreError::fatal(
+                OP,
+                format!("{} (found `{version}`)", fleet_version::remedy(&self.table)),
+            ));
+        }
         let leases = output.items().iter().filter_map(|item| schema::lease_or_skip(&self.table, item)).collect();
         let next_page = match output.last_evaluated_key() {
             None => None,

@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod emulators;
+pub mod interop;
 pub mod kinesis;
 pub mod moto;
 pub mod own_kinesis;

@@ -19,12 +19,17 @@
 //! * `leases` — lease coordination on the memory store or DynamoDB Local (`KCL_TEST_DYNAMODB_ENDPOINT`): requests per
 //!   lease-hour in both renewal modes, convergence, crash failover and graceful handoff times.
 //! * `scale` — one worker holding 1,000 leases on the in-memory stream and store: RSS and CPU idle and under load.
-//! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by a separate process with DynamoDB leases: wall
-//!   time, CPU per record, peak RSS.
+//! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by child processes, interleaved over rounds: a bare
+//!   aws-sdk-kinesis `GetRecords` loop (the baseline) and a kcl-rs worker with DynamoDB leases (plus any
+//!   `--contender`): wall time, CPU per record, peak RSS, time to first record, ratios to the baseline.
 //!
 //! `BENCHMARKS.md` at the repository root has the figures measured on the project's machines and the goals.
 
 // The scenarios live in `bench/` next to this file (a crate root looks for modules beside itself).
+#[path = "bench/bare_loop.rs"]
+mod bare_loop;
+#[path = "bench/contender.rs"]
+mod contender;
 #[path = "bench/e2e.rs"]
 mod e2e;
 #[path = "bench/emulator.rs"]
@@ -33,6 +38,8 @@ mod emulator;
 mod latency;
 #[path = "bench/leases.rs"]
 mod leases;
+#[path = "bench/milestone.rs"]
+mod milestone;
 #[path = "bench/overhead.rs"]
 mod overhead;
 #[path = "bench/parallel.rs"]
@@ -70,9 +77,12 @@ enum Scenario {
     Leases(leases::LeasesArgs),
     /// One worker holding 1,000 leases: RSS and CPU while idle and under load (in memory, no emulators).
     Scale(scale::ScaleArgs),
-    /// The consumer process of `e2e` (started by it).
+    /// The kcl-rs consumer process of `e2e` (started by it).
     #[command(hide = true)]
     E2eConsume(e2e::ConsumeArgs),
+    /// The bare SDK read loop of `e2e`, its baseline (started by it).
+    #[command(hide = true)]
+    E2eBare(bare_loop::BareArgs),
 }
 
 #[tokio::main]
@@ -90,6 +100,13 @@ async fn main() {
             Ok(()) => return,
             Err(error) => {
                 eprintln!("bench e2e-consume: {error}");
+                std::process::exit(1);
+            }
+        },
+        Scenario::E2eBare(args) => match bare_loop::run(args, started).await {
+            Ok(()) => return,
+            Err(error) => {
+                eprintln!("bench e2e-bare: {error}");
                 std::process::exit(1);
             }
         },

@@ -7,9 +7,11 @@ mod dispatch;
 mod lane;
 mod pause;
 mod retry;
+mod stop;
 #[cfg(all(test, feature = "test-util"))]
 mod tests;
 mod watermark;
 
-pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};
+pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl};
+pub(crate) use stop::{StopReason, StopSignal};
 pub(crate) use pause::PauseGate;

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_smithy_types::DateTime;
 use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
@@ -39,14 +40,13 @@ fn no_sdk_retries() -> aws_sdk_kinesis::config::Builder {
     aws_sdk_kinesis::config::Builder::default().retry_config(RetryConfig::disabled())
 }
 
-#[async_trait]
-impl PollingApi for KinesisPollingApi {
-    type Iterator = Arc<str>;
-
-    async fn get_shard_iterator(
+impl KinesisPollingApi {
+    /// `GetShardIterator`, with `interceptor` (if any) watching the request.
+    pub(crate) async fn get_shard_iterator_with(
         &self,
         shard: &ShardSpec,
         position: &IteratorPosition,
+        interceptor: Option<SharedInterceptor>,
     ) -> Result<Option<Arc<str>>, ApiError> {
         let mut request = self.client.get_shard_iterator().shard_id(shard.shard_id.as_ref());
         request = if shard.stream.starts_with("arn:") {
@@ -67,8 +67,25 @@ impl PollingApi for KinesisPollingApi {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq.as_str()),
         };
-        let output = request.customize().config_override(no_sdk_retries()).send().await.map_err(|e| classify(&e))?;
+        let mut request = request.customize().config_override(no_sdk_retries());
+        if let Some(interceptor) = interceptor {
+            request = request.interceptor(interceptor);
+        }
+        let output = request.send().await.map_err(|e| classify(&e))?;
         Ok(output.shard_iterator.map(Arc::from))
+    }
+}
+
+#[async_trait]
+impl PollingApi for KinesisPollingApi {
+    type Iterator = Arc<str>;
+
+    async fn get_shard_iterator(
+        &self,
+        shard: &ShardSpec,
+        position: &IteratorPosition,
+    ) -> Result<Option<Arc<str>>, ApiError> {
+        self.get_shard_iterator_with(shard, position, None).await
     }
 
     async fn get_records(&self, iterator: &Arc<str>, limit: usize) -> Result<GetRecordsOutput<Arc<str>>, ApiError> {

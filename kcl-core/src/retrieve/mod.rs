@@ -2,7 +2,8 @@
 //!
 //! * [`RecordSource`] opens a [`ShardReader`] for a shard from a checkpoint; the reader hands out [`ReadBatch`]es
 //!   until the shard ends. Polling ([`PollingFetcher`]) and enhanced fan-out ([`fanout::FanOutSource`]) plug in behind these two traits.
-//! * [`PollingFetcher`] drives the `GetShardIterator`/`GetRecords` loop over any [`PollingApi`]: the AWS SDK client
+//! * [`PollingFetcher`] drives the `GetShardIterator`/`GetRecords` loop over any [`PollingApi`]: kcl-rs's own
+//!   `GetRecords` codec over a Kinesis client ([`LeanPollingApi`], [`wire`]), the AWS SDK client
 //!   ([`KinesisPollingApi`]) or, with feature `test-util`, the in-memory stream ([`memory_stream::MemoryStream`]),
 //!   so the same pacing, backoff and iterator-recovery code runs in production and in deterministic tests.
 //! * [`PrefetchReader`] reads ahead on a background task into a queue bounded by batches, records and bytes, with a
@@ -21,9 +22,11 @@ pub(crate) mod api;
 pub(crate) mod backoff;
 pub mod fanout;
 pub(crate) mod kinesis;
+mod lean;
 mod metrics;
 mod polling;
 mod prefetch;
+pub mod wire;
 
 #[cfg(feature = "test-util")]
 pub mod memory_stream;
@@ -32,8 +35,29 @@ pub use api::{ApiError, ApiErrorKind, GetRecordsOutput, IteratorPosition, Pollin
 pub use backoff::Backoff;
 pub use kinesis::KinesisPollingApi;
 pub(crate) use kinesis::classify as classify_sdk_error;
+pub use lean::LeanPollingApi;
 pub use polling::{MAX_RECORDS_PER_CALL, PollingConfig, PollingFetcher, PollingReader};
 pub use prefetch::{ByteBudget, PrefetchConfig, PrefetchGauge, PrefetchReader};
+pub use wire::WireFormat;
+
+/// How a polling reader over a Kinesis client sends and decodes `GetRecords`
+/// ([`WorkerBuilder::get_records_path`](crate::WorkerBuilder::get_records_path)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GetRecordsPath {
+    /// kcl-rs's own signed request and decoder in this wire format ([`LeanPollingApi`]): records are slices of one
+    /// buffer, and `http://` endpoints need no TLS set-up. The default, with [`WireFormat::default`].
+    Lean(WireFormat),
+    /// The AWS SDK's `GetRecords` operation ([`KinesisPollingApi`]): its HTTP client, deserialiser and one
+    /// allocation per record.
+    Sdk,
+}
+
+impl Default for GetRecordsPath {
+    fn default() -> Self {
+        Self::Lean(WireFormat::default())
+    }
+}
 
 /// The shard a reader is opened for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

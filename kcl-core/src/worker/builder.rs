@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use super::streams::MultiStream;
 use super::{StreamMode, Worker};
-use crate::KclError;
 use crate::discover::{KinesisShardLister, KinesisStreamCatalog, ShardLister, StreamCatalog, StreamSource};
+use crate::error::KclError;
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
 use crate::process::{FailureDestination, ProcessingConfig, ProcessorFactory, RecordFilter, RetryPolicy};
 use crate::retrieve::fanout::{FanOutConfig, FanOutSource};
-use crate::retrieve::{KinesisPollingApi, PollingConfig, PollingFetcher, RecordSource};
+use crate::retrieve::{GetRecordsPath, KinesisPollingApi, LeanPollingApi, PollingConfig, PollingFetcher, RecordSource};
 use crate::types::InitialPosition;
 
 /// How a worker built with [`WorkerBuilder::kinesis_client`] reads its shards. Processor code is the same either way.
@@ -52,6 +52,7 @@ impl Retrieval {
 /// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
 /// | [`retrieval`](Self::retrieval) | [`Retrieval::Polling`] with [`PollingConfig::default`] (10000 records, 1.5 s idle) | `RetrievalConfig.retrievalSpecificConfig` (KCL 2+ defaults to fan-out) |
 /// | [`polling_config`](Self::polling_config) | same as `retrieval(Retrieval::Polling(config))` | `PollingConfig` |
+/// | [`get_records_path`](Self::get_records_path) | [`GetRecordsPath::default`]: kcl-rs's own decoder | none (the Java SDK's CBOR protocol) |
 /// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
 /// | [`finished_lease_grace`](Self::finished_lease_grace) | 5 min | `completedLeaseCleanupIntervalMillis` (5 min) |
 /// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
@@ -75,6 +76,7 @@ pub struct WorkerBuilder<F> {
     pub(super) initial_position: InitialPosition,
     pub(super) lease_config: LeaseCoordinatorConfig,
     pub(super) retrieval: Retrieval,
+    pub(super) get_records_path: GetRecordsPath,
     pub(super) shard_sync_interval: Duration,
     pub(super) finished_lease_grace: Duration,
     pub(super) parent_poll_interval: Duration,
@@ -105,6 +107,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             initial_position: InitialPosition::Latest,
             lease_config: LeaseCoordinatorConfig::default(),
             retrieval: Retrieval::default(),
+            get_records_path: GetRecordsPath::default(),
             shard_sync_interval: Duration::from_secs(60),
             finished_lease_grace: Duration::from_secs(300),
             parent_poll_interval: Duration::from_secs(1),
@@ -214,6 +217,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// the same as `retrieval(Retrieval::Polling(config))`.
     pub fn polling_config(self, config: PollingConfig) -> Self {
         self.retrieval(Retrieval::Polling(config))
+    }
+
+    /// How polling sends and decodes `GetRecords` (used with [`kinesis_client`](Self::kinesis_client) and polling):
+    /// kcl-rs's own signed request and decoder (default, see [`LeanPollingApi`]), or the AWS SDK's
+    /// ([`GetRecordsPath::Sdk`]; choose it when the client has a custom HTTP client such as a proxy or private CA).
+    pub fn get_records_path(mut self, path: GetRecordsPath) -> Self {
+        self.get_records_path = path;
+        self
     }
 
     /// Polling or enhanced fan-out (used with [`kinesis_client`](Self::kinesis_client); default: polling).
@@ -335,9 +346,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
                 (Some(source), Some(()), None) => (source, self.lister),
                 (None, None, Some(client)) => {
                     let source: Arc<dyn RecordSource> = match self.retrieval {
-                        Retrieval::Polling(config) => {
-                            Arc::new(PollingFetcher::new(KinesisPollingApi::new(client.clone()), config)?)
-                        }
+                        Retrieval::Polling(config) => match self.get_records_path {
+                            GetRecordsPath::Sdk => {
+                                Arc::new(PollingFetcher::new(KinesisPollingApi::new(client.clone()), config)?)
+                            }
+                            GetRecordsPath::Lean(format) => {
+                                Arc::new(PollingFetcher::new(LeanPollingApi::new(client.clone(), format), config)?)
+                            }
+                        },
                         Retrieval::FanOut { consumer_name, config } => {
                             let name = consumer_name.unwrap_or_else(|| self.application_name.clone());
                             Arc::new(FanOutSource::new(client.clone(), name, config)?)

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 pub use binary::verify_worker;
 pub use fleet::{Fleet, SlotState, TermExit, WorkerSpec};
 pub use producer::produce;
-pub use reshard::wait_active;
+pub use reshard::{OpenShard, open_shards, wait_active};
 pub use scheduler::{ChaosLog, now_us};
 
 use crate::proxy::{FaultProxy, Flavor, SplitMix64};

@@ -34,22 +34,27 @@ pub enum FaultKind {
     Delay,
     /// Forwarded, then the connection is closed half-way through the response body.
     DropMidResponse,
+    /// Forwarded; a successful answer's `Records` list loses its last entry before it is passed on: a `PutRecords`
+    /// answer with fewer results than entries sent (answers without such a list pass untouched). Never drawn by
+    /// [`FaultPlan::mixed`]: ask for it with [`FaultPlan::always`].
+    ShortRecordsAnswer,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 6] = [
+    pub const ALL: [FaultKind; 7] = [
         Self::ProvisionedThroughputExceeded,
         Self::Throttling,
         Self::InternalError,
         Self::ServiceUnavailable,
         Self::Delay,
         Self::DropMidResponse,
+        Self::ShortRecordsAnswer,
     ];
 
     /// Whether the proxy answers itself, without forwarding the request.
     pub fn answers_itself(self) -> bool {
-        !matches!(self, Self::Delay | Self::DropMidResponse)
+        !matches!(self, Self::Delay | Self::DropMidResponse | Self::ShortRecordsAnswer)
     }
 
     /// The synthetic response for a kind that [answers itself](Self::answers_itself).
@@ -73,7 +78,7 @@ impl FaultKind {
                 "com.amazonaws.dynamodb.v20120810#InternalServerError",
                 "Internal failure (injected by the test proxy)",
             ),
-            Self::ServiceUnavailable | Self::Delay | Self::DropMidResponse => (
+            Self::ServiceUnavailable | Self::Delay | Self::DropMidResponse | Self::ShortRecordsAnswer => (
                 "503 Service Unavailable",
                 "ServiceUnavailable",
                 "com.amazonaws.dynamodb.v20120810#ServiceUnavailable",

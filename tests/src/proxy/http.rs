@@ -137,6 +137,41 @@ pub async fn read_body<R: AsyncBufRead + Unpin>(framing: Framing, reader: &mut R
     Ok(body)
 }
 
+/// The data of a chunked body in its wire form (as [`read_body`] returns it), without the chunk framing.
+pub fn dechunk(wire: &[u8]) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut rest = wire;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| invalid("chunk size line"))?;
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size_text = size_text.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| invalid("bad chunk size"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(data);
+        }
+        let chunk = rest.get(..size).ok_or_else(|| eof("inside a chunk"))?;
+        data.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or_else(|| eof("after a chunk"))?;
+    }
+}
+
+/// `head` (a response head as read) framed for a body of `length` bytes: `Content-Length` instead of whatever
+/// framing headers it had.
+pub fn with_length(head: &[u8], length: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut out = String::with_capacity(head.len() + 24);
+    for line in text.split("\r\n").filter(|line| !line.is_empty()) {
+        let name = line.split_once(':').map(|(name, _)| name.trim().to_ascii_lowercase()).unwrap_or_default();
+        if name != "content-length" && name != "transfer-encoding" {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+    out.into_bytes()
+}
+
 /// Writes `bytes` and flushes.
 pub async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> io::Result<()> {
     writer.write_all(bytes).await?;
@@ -183,6 +218,11 @@ mod tests {
         let head = read_head(&mut reader, false).await.unwrap().unwrap();
         assert_eq!(head.framing, Framing::UntilClose);
         assert!(!head.keep_alive);
+
+        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+        assert!(dechunk(b"5\r\nab").is_err());
+        let head = with_length(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n", 7);
+        assert_eq!(head, b"HTTP/1.1 200 OK\r\nX-A: b\r\nContent-Length: 7\r\n\r\n");
 
         let mut reader = tokio::io::BufReader::new(&b""[..]);
         assert!(read_head(&mut reader, true).await.unwrap().is_none());

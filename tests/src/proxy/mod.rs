@@ -125,6 +125,13 @@ async fn serve(client: TcpStream, upstream: &str, flavor: Flavor, control: &Faul
                     http::write_all(&mut client_write, &response.raw).await?;
                     http::write_all(&mut client_write, &body).await?;
                 }
+                Some((FaultKind::ShortRecordsAnswer, _, _)) => {
+                    let body = http::read_body(response.framing, &mut server_read).await?;
+                    let body = if response.framing == http::Framing::Chunked { http::dechunk(&body)? } else { body };
+                    let body = drop_last_record_result(body);
+                    http::write_all(&mut client_write, &http::with_length(&response.raw, body.len())).await?;
+                    http::write_all(&mut client_write, &body).await?;
+                }
                 Some(_) => {
                     // Drop mid-response: the head and half the body, then close.
                     let body = http::read_body(response.framing, &mut server_read).await?;
@@ -140,5 +147,17 @@ async fn serve(client: TcpStream, upstream: &str, flavor: Flavor, control: &Faul
         if !request.keep_alive {
             return Ok(());
         }
+    }
+}
+
+/// A JSON answer with its `Records` list one entry shorter (`FailedRecordCount` left as it was); anything else as is.
+fn drop_last_record_result(body: Vec<u8>) -> Vec<u8> {
+    let Ok(mut answer) = serde_json::from_slice::<serde_json::Value>(&body) else { return body };
+    match answer.get_mut("Records").and_then(serde_json::Value::as_array_mut) {
+        Some(records) if !records.is_empty() => {
+            records.pop();
+            answer.to_string().into_bytes()
+        }
+        _ => body,
     }
 }

@@ -327,3 +327,86 @@ fn a_zombie_redelivering_after_the_new_owner_is_explained_only_if_it_lost_its_le
     let failures = failures(&judge(EndReason::Shutdown));
     assert!(failures.contains("overlapped with the newer B#2#0 but never lost its lease"), "{failures}");
 }
+
+/// The clean history with `change` applied, judged.
+fn judge_altered(change: impl FnOnce(&mut History)) -> Report {
+    let mut h = history(Break::Nothing);
+    change(&mut h);
+    verify(&h)
+}
+
+#[test]
+fn a_delivery_of_a_record_never_put_fails() {
+    let report = judge_altered(|h| {
+        let mut stranger = h.deliveries[0].clone();
+        stranger.seq = SequenceNumber::from_u128(99);
+        stranger.line = 9;
+        h.deliveries.push(stranger);
+    });
+    assert_eq!(report.failures, ["delivered but never put: 1 (s0 99/0 by A#1#0)"], "{report}");
+}
+
+#[test]
+fn a_delivery_with_an_altered_payload_or_key_fails() {
+    let payload = judge_altered(|h| h.deliveries[1].data = b"tampered".to_vec());
+    assert_eq!(payload.failures, ["delivered with another key or payload than put: 1 (s0 2/0 by A#1#0)"], "{payload}");
+    let key = judge_altered(|h| h.deliveries[1].pk = "z".to_owned());
+    assert_eq!(key.failures, ["delivered with another key or payload than put: 1 (s0 2/0 by A#1#0)"], "{key}");
+}
+
+/// The journaled write of `op` on `lease` by `worker`, fenced on `counter`.
+fn write_mut<'h>(h: &'h mut History, worker: &str, op: Op, lease: &str, counter: u64) -> &'h mut Write {
+    h.journal
+        .iter_mut()
+        .find_map(|e| match &mut e.event {
+            Event::Write(w) if e.worker == worker && w.op == op && w.lease == lease && w.counter == Some(counter) => {
+                Some(w)
+            }
+            _ => None,
+        })
+        .expect("the clean history has this write")
+}
+
+#[test]
+fn a_write_that_skips_counters_fails() {
+    // B's checkpoint of s2 fenced on counter 1 comes back accepted with counter 3: the store applied it over a change
+    // it did not fence against.
+    let report = judge_altered(|h| write_mut(h, "B", Op::Checkpoint, "s2", 1).outcome = accepted(3));
+    assert_eq!(report.failures.len(), 1, "{report}");
+    assert!(
+        report.failures[0]
+            .starts_with("lease s2: B's Checkpoint 21/0 fenced B@1 was accepted but moved the counter to 3"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_table_that_is_not_the_end_of_the_chain_fails() {
+    // The table says B owns s1 at counter 4, but the accepted writes handed it to A there.
+    let owner = judge_altered(|h| h.leases[1].lease_owner = Some("B".to_owned()));
+    assert_eq!(owner.failures.len(), 1, "{owner}");
+    assert!(
+        owner.failures[0].contains(
+            "lease s1: the table holds owner Some(\"B\") checkpoint 11/0 at counter 4, but the accepted writes leave \
+             owner Some(\"A\") checkpoint Some(\"11/0\") there"
+        ),
+        "{owner}"
+    );
+    // A checkpoint the chain never wrote (the final-checkpoint check agrees: the last put is 11).
+    let checkpoint = judge_altered(|h| h.leases[1].checkpoint = pos(10));
+    let failures = failures(&checkpoint);
+    assert!(
+        failures.contains("lease s1: the table holds owner Some(\"A\") checkpoint 10/0 at counter 4"),
+        "{failures}"
+    );
+    assert!(failures.contains("shard s1: final checkpoint 10/0 but expected 11/0"), "{failures}");
+}
+
+#[test]
+fn a_missing_lease_and_an_open_shard_not_at_its_last_record_fail() {
+    let missing = judge_altered(|h| h.leases.retain(|l| l.shard_id != "s1"));
+    assert_eq!(missing.failures, ["shard s1: no lease in the table (expected 11/0)"], "{missing}");
+    // A closed shard whose lease is gone passes only with an accepted SHARD_END and delete in the journals.
+    let deleted = judge_altered(|h| h.leases.retain(|l| l.shard_id != "s0"));
+    assert_eq!(deleted.failures, ["shard s0: no lease in the table (expected SHARD_END)"], "{deleted}");
+}

@@ -45,9 +45,12 @@ impl EndpointArgs {
     }
 }
 
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+/// The region every benchmark client uses (the emulators accept any).
+pub const REGION: &str = "us-east-1";
+
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
+        .region(Region::new(REGION))
         .credentials_provider(Credentials::for_tests())
         .endpoint_url(endpoint)
         .load()

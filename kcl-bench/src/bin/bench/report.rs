@@ -123,11 +123,6 @@ impl Usage {
         Self::of(libc::RUSAGE_SELF)
     }
 
-    /// Every child process waited for so far (summed; `max_rss` is the largest child's).
-    pub fn children() -> Self {
-        Self::of(libc::RUSAGE_CHILDREN)
-    }
-
     fn of(who: libc::c_int) -> Self {
         // SAFETY: getrusage writes a whole `rusage` into the zeroed struct it is given, and nothing else.
         let usage = unsafe {
@@ -137,6 +132,11 @@ impl Usage {
             }
             usage
         };
+        Self::from_rusage(&usage)
+    }
+
+    /// The figures of a `rusage` (from `getrusage` or `wait4`).
+    pub fn from_rusage(usage: &libc::rusage) -> Self {
         let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32).saturating_mul(1000));
         Self {
             user: time(usage.ru_utime),

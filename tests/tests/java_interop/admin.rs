@@ -1,0 +1,86 @@
+//! `kcl-admin leases`, `lag` and `import` on the lease table of a live Java KCL 2.7.2 worker: the admin tool reads
+//! what Java KCL writes, and the imported table lets a kcl-rs worker continue from Java's checkpoints.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kcl_tests::interop::{Kind, Producer, leases, wait_deliveries};
+use kcl_tests::{emulators, unique_name};
+use serde_json::Value;
+
+use crate::common::{JAVA_START, Setup};
+
+/// `target/<profile>/kcl-admin`, built when missing.
+fn kcl_admin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("kcl-admin");
+    if !binary.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["build", "--bin", "kcl-admin"])
+            .status()
+            .expect("cargo");
+        assert!(status.success() && binary.is_file(), "`cargo build --bin kcl-admin` failed");
+    }
+    binary
+}
+
+fn admin(args: &[&str]) -> Value {
+    let e = emulators();
+    let output = Command::new(kcl_admin())
+        .args(args)
+        .args(["--json", "--kinesis-endpoint", e.kinesis_endpoint(), "--dynamodb-endpoint", e.dynamodb_endpoint()])
+        .output()
+        .expect("kcl-admin runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "kcl-admin {args:?}: {text}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("kcl-admin {args:?} printed no JSON ({e}): {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcl_admin_on_a_live_java_table() {
+    let mut setup = Setup::new("admin", 2).await;
+    let producer = Producer::start(setup.kinesis.clone(), &setup.stream, 20, 30, 0xad);
+    let java = setup.fleet.start(Kind::Java2, "j0", &[]).unwrap();
+    if let Err(e) = wait_deliveries(&setup.fleet, 40, JAVA_START).await {
+        let log = setup.fleet.log(java);
+        setup.fail(&format!("Java worker: {e}\n{log}"));
+    }
+    // Java checkpoints every batch; wait until both shards have one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let app = setup.app.clone();
+
+    let listed = admin(&["leases", "--table", &app]);
+    let rows = listed["leases"].as_array().expect("leases array");
+    assert_eq!(rows.len(), 2, "{listed}");
+    for row in rows {
+        assert_eq!(row["owner"], "j0", "{row}");
+        assert!(row["checkpoint"].as_str().is_some_and(|c| c.chars().all(|c| c.is_ascii_digit())), "{row}");
+        assert!(row["lease_counter"].as_u64().is_some_and(|c| c > 0), "{row}");
+    }
+
+    let lag = admin(&["lag", "--table", &app, "--stream", &setup.stream]);
+    let shards = lag["shards"].as_array().expect("shards array");
+    assert_eq!(shards.len(), 2, "{lag}");
+    assert!(shards.iter().all(|s| s["owner"] == "j0" && s["open"] == true), "{lag}");
+
+    let before = leases(&setup.dynamodb, &app).await.unwrap();
+    let copy = unique_name("admin-import");
+    let imported = admin(&["import", "--table", &copy, "--from", &app]);
+    assert_eq!(imported["adopted"].as_array().map(Vec::len), Some(2), "{imported}");
+    let after = leases(&setup.dynamodb, &app).await.unwrap();
+    let adopted = leases(&setup.dynamodb, &copy).await.unwrap();
+    for lease in &adopted {
+        // The live worker kept checkpointing: the copy is between what was read before and after the import.
+        let at = |set: &[kcl_core::lease::Lease]| {
+            set.iter().find(|l| l.shard_id == lease.shard_id).map(|l| l.checkpoint.clone()).expect("same shard")
+        };
+        assert!(at(&before) <= lease.checkpoint && lease.checkpoint <= at(&after), "{lease:?}");
+        assert_eq!(lease.lease_owner, None, "imported leases are unowned: {lease:?}");
+    }
+    producer.stop().await.unwrap();
+    assert_eq!(setup.fleet.term(java).await, Some(0), "{}", setup.fleet.log(java));
+}
