@@ -99,7 +99,8 @@ async fn bench(options: Options) {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
-    let rows: [(&str, fn(&Figures) -> f64, &str); 3] = [
+    type Row = (&'static str, fn(&Figures) -> f64, &'static str);
+    let rows: [Row; 3] = [
         ("start-up to first record (s)", |f| f.startup.as_secs_f64(), "goal ≤ 1 s"),
         ("daemon CPU per record (µs)", |f| f.cpu_per_record_us, "goal ≤ 1/3 of Java"),
         ("daemon peak RSS (MiB)", |f| f.peak_rss_mib, "goal ≤ 1/5 of Java"),

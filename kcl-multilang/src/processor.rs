@@ -66,12 +66,12 @@ impl ChildProcessor {
     async fn turn(
         &mut self,
         message: &Outgoing<'_>,
-        mut checkpointer: Option<&mut Checkpointer>,
+        checkpointer: Option<&mut Checkpointer>,
     ) -> Result<(), MultilangError> {
         let checkpoint =
             checkpointer.as_ref().map_or_else(|| self.initial_checkpoint.clone(), |c| c.last_checkpoint().clone());
         let child = self.child(&checkpoint).await?;
-        let outcome = exchange(child, message, checkpointer.as_deref_mut()).await;
+        let outcome = exchange(child, message, checkpointer).await;
         if let Err(error) = &outcome {
             tracing::warn!(shard_id = %self.shard_id, %error, "stopping this record processor; the work is retried on a fresh one");
             self.child = None; // killed on drop

@@ -111,7 +111,8 @@ mod tests {
 
     #[test]
     fn reads_java_properties_syntax() {
-        let cases: &[(&str, &[(&str, &str, usize)])] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str, usize)]);
+        let cases: &[Case<'_>] = &[
             ("a = b", &[("a", "b", 1)]),
             ("a=b", &[("a", "b", 1)]),
             ("a:b", &[("a", "b", 1)]),

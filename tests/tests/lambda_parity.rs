@@ -102,7 +102,7 @@ async fn filter_criteria_from_lambda_json_pick_exactly_the_matching_records() {
             {"Pattern":"{\"partitionKey\":[{\"prefix\":\"audit-\"}]}"}]}"#,
     )
     .expect("a valid FilterCriteria");
-    let records = vec![
+    let records = [
         ("k1", r#"{"type":"buy","qty":150}"#, true),
         ("k2", r#"{"type":"buy","qty":50}"#, false),
         ("k3", r#"{"type":"sell","qty":500}"#, false),

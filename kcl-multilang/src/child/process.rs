@@ -116,7 +116,7 @@ impl ChildProcess {
             self.lines_read += 1;
             if line.len() as u64 >= MAX_LINE && line.last() != Some(&b'\n') {
                 // Drop the rest of the overlong line so the next read starts on a fresh one.
-                let _ = (&mut self.stdout).read_until(b'\n', &mut Vec::new()).await;
+                let _ = self.stdout.read_until(b'\n', &mut Vec::new()).await;
             }
             match protocol::parse_line(&line) {
                 Ok(message) => return Ok(message),
