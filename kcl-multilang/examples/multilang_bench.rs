@@ -11,6 +11,8 @@
 //!   target/debug/emulators run -- target/release/examples/multilang_bench --runs 3
 //! ```
 //!
+//! `--daemon PATH` runs another kcl-multilang build (default `target/release/kcl-multilang`).
+//!
 //! Each run: a fresh 2-shard stream with 10 records and a fresh lease table; the daemon starts; once the app reports
 //! its first record, 4000 more records are put at ~400 records/s; the run ends when the app has counted all of them.
 //! CPU per record = the daemon's user + system CPU from the first record to the last, over those 4000 records.
@@ -27,6 +29,7 @@ use kcl_tests::{emulators, unique_name};
 const PRELOADED: usize = 10;
 
 struct Options {
+    daemon: Option<PathBuf>,
     runs: usize,
     records: usize,
     rate: usize,
@@ -46,7 +49,7 @@ enum Daemon {
 }
 
 fn main() {
-    let mut options = Options { runs: 3, records: 4000, rate: 400 };
+    let mut options = Options { daemon: None, runs: 3, records: 4000, rate: 400 };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value =
@@ -55,7 +58,10 @@ fn main() {
             "--runs" => options.runs = value("--runs"),
             "--records" => options.records = value("--records"),
             "--rate" => options.rate = value("--rate"),
-            other => panic!("unknown argument {other}; expected --runs N --records N --rate N"),
+            "--daemon" => {
+                options.daemon = pair.get(1).map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p)))
+            }
+            other => panic!("unknown argument {other}; expected --runs N --records N --rate N --daemon PATH"),
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -77,7 +83,7 @@ async fn bench(options: Options) {
         "{} is missing: mvn -q -f interop/java-multilang/pom.xml dependency:copy-dependencies",
         jars.display()
     );
-    let rust = root().join("target/release/kcl-multilang");
+    let rust = options.daemon.clone().unwrap_or_else(|| root().join("target/release/kcl-multilang"));
     assert!(rust.is_file(), "{} is missing: cargo build --release -p kcl-multilang", rust.display());
     let mut results: Vec<(Daemon, Figures)> = Vec::new();
     println!("daemon  run  start-up to first record  CPU per record  peak RSS (daemon alone)");

@@ -111,8 +111,8 @@ mod tests {
 
     #[test]
     fn reads_java_properties_syntax() {
-        type Case<'a> = (&'a str, &'a [(&'a str, &'a str, usize)]);
-        let cases: &[Case<'_>] = &[
+        type Case = (&'static str, &'static [(&'static str, &'static str, usize)]);
+        let cases: &[Case] = &[
             ("a = b", &[("a", "b", 1)]),
             ("a=b", &[("a", "b", 1)]),
             ("a:b", &[("a", "b", 1)]),

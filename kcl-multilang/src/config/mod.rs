@@ -75,6 +75,15 @@ pub(crate) struct Draft {
 
 /// Everything the daemon needs, read from a properties file. `None` means the kcl-rs default (documented per key in
 /// `kcl-multilang --help-keys` and the README).
+///
+/// ```
+/// let text = "executableName = python3 app.py\napplicationName = app\nstreamName = orders\nmaxRecords = 500\n";
+/// let (config, notices) = kcl_multilang::DaemonConfig::parse(text, "app.properties").unwrap();
+/// assert_eq!(config.executable, ["python3", "app.py"]);
+/// assert_eq!(config.table_name, "app"); // the lease table is named after the application
+/// assert!(config.polling); // a polling key such as maxRecords selects polling, as in Java
+/// assert!(notices.is_empty());
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct DaemonConfig {
