@@ -52,10 +52,10 @@ pub(crate) async fn messages(
         bytes: render(&slice(failed, index..index + 1), &context).len(),
         limit,
     };
-    if overflow.is_none() {
-        if let Some(Part::TooLarge(index)) = parts.iter().find(|part| matches!(part, Part::TooLarge(_))) {
-            return Err(too_large(*index));
-        }
+    if overflow.is_none()
+        && let Some(Part::TooLarge(index)) = parts.iter().find(|part| matches!(part, Part::TooLarge(_)))
+    {
+        return Err(too_large(*index));
     }
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {

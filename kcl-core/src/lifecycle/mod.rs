@@ -13,5 +13,5 @@ mod tests;
 mod watermark;
 
 pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl};
-pub(crate) use stop::{StopReason, StopSignal};
 pub(crate) use pause::PauseGate;
+pub(crate) use stop::{StopReason, StopSignal};

@@ -5,7 +5,7 @@
 //! crash or a lease move replays the open window on the next owner (at-least-once per window).
 //!
 //! Records are picked with a Lambda filter pattern (`FilterCriteria`): readings that carry a temperature (EMQX
-//! style `temp`, or MODE `eventData.temp` of sensor events); the rest count as processed.
+//! style `temp`, or MODE `eventData.temperature` of sensor events); the rest count as processed.
 //!
 //! * `cargo run -p kcl-examples --bin iot_windows` — in memory with generated traffic; prints a JSON summary and
 //!   exits non-zero unless every temperature reading was counted in exactly one window.
@@ -57,7 +57,7 @@ struct Args {
 /// Lambda's filter: readings with a temperature, in either format the IoT stream carries.
 const FILTER: &str = r#"{"Filters":[
     {"Pattern":"{\"data\":{\"client_id\":[{\"exists\":true}],\"temp\":[{\"numeric\":[\">=\",-60,\"<=\",100]}]}}"},
-    {"Pattern":"{\"data\":{\"eventType\":[\"sensorReading\",\"climate\"],\"eventData\":{\"temp\":[{\"numeric\":[\">=\",-60,\"<=\",100]}]}}}"}
+    {"Pattern":"{\"data\":{\"eventType\":[\"sensorReading\",\"climate\"],\"eventData\":{\"temperature\":[{\"numeric\":[\">=\",-60,\"<=\",100]}]}}}"}
 ]}"#;
 
 /// Temperature sum and count per device within one window.

@@ -224,10 +224,10 @@ fn numeric(operand: &Value, path: &[String]) -> Result<Matcher, String> {
         }
         *slot = Some((n, op.ends_with('=')));
     }
-    if let (Some((low, _)), Some((high, _))) = (lower, upper) {
-        if low > high {
-            return Err(error(path, format!("the range is empty: lower bound {low} is above upper bound {high}")));
-        }
+    if let (Some((low, _)), Some((high, _))) = (lower, upper)
+        && low > high
+    {
+        return Err(error(path, format!("the range is empty: lower bound {low} is above upper bound {high}")));
     }
     Ok(Matcher::Numeric { lower, upper })
 }
