@@ -181,9 +181,14 @@ fn child_shard(
     Ok(ChildShard { shard_id, parent_shard_ids: parents, hash_key_range })
 }
 
-/// An arrival time from seconds since the epoch; `None` for values no `SystemTime` holds.
+/// An arrival time from seconds since the epoch, to the nearest microsecond (binary fractions such as
+/// `0.123` land exactly on the millisecond the service meant); `None` for values no `SystemTime` holds.
 fn time_from_secs(seconds: f64) -> Option<SystemTime> {
-    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
+    let micros = (seconds * 1e6).round();
+    if !(0.0..=u64::MAX as f64).contains(&micros) {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(micros as u64))
 }
 
 /// A lag from the wire; a negative one (a service bug) reads as caught up, as on the SDK path.
