@@ -6,9 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use md5::{Digest, Md5};
 use prost::Message;
 
-use super::KPL_MAGIC;
 use super::proto::{AggregatedRecord, ProtoRecord};
-use crate::types::Record;
+use crate::types::{KPL_MAGIC, Record};
 
 /// Size of the MD5 trailer of an aggregated record.
 pub(super) const DIGEST_LEN: usize = 16;

@@ -50,15 +50,12 @@ mod wire;
 
 use md5::{Digest, Md5};
 
-pub use crate::types::KinesisRecord;
+pub use crate::types::{KPL_MAGIC, KinesisRecord};
 pub use aggregate::{UserRecordInput, aggregate};
 pub use hash::{effective_hash_key, parse_explicit_hash_key, partition_key_hash_key};
 
 use crate::types::{HashKeyRange, Record};
 use aggregate::DIGEST_LEN;
-
-/// The four bytes every KPL aggregated record starts with.
-pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 
 /// Counter of aggregates that carried the KPL magic but could not be de-aggregated (delivered whole instead);
 /// label `reason` is [`CorruptReason::label`].

@@ -19,8 +19,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
+use super::store::{LeasePage, LeaseStore, PageToken};
 use super::{Lease, LeaseFence, WorkerHeartbeat};
+use crate::error::LeaseStoreError;
 use crate::types::ExtendedSequenceNumber;
 
 /// Which calls a [`FaultConfig`] affects.

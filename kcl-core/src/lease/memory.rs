@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
+use super::store::{LeasePage, LeaseStore, PageToken};
 use super::{Lease, LeaseFence, WorkerHeartbeat};
+use crate::error::LeaseStoreError;
 use crate::types::ExtendedSequenceNumber;
 
 /// Read and write request counts, for comparing renewal strategies without a metrics recorder.

@@ -22,6 +22,7 @@ pub mod contract;
 #[cfg(feature = "test-util")]
 mod faulty;
 
+pub use crate::error::LeaseStoreError;
 pub use coordinator::{
     LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, LeaseCoordinatorHandle, LeaseEvent,
     LostReason, RenewalMode,
@@ -29,7 +30,7 @@ pub use coordinator::{
 #[cfg(feature = "test-util")]
 pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};
 pub use memory::{MemoryLeaseStore, RequestCounts};
-pub use store::{LeasePage, LeaseStore, LeaseStoreError, PageToken};
+pub use store::{LeasePage, LeaseStore, PageToken};
 
 /// One lease: a shard of a stream, its owner, its fencing counter and its checkpoint.
 ///

@@ -32,69 +32,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{Lease, LeaseFence, WorkerHeartbeat};
+use crate::error::LeaseStoreError;
 use crate::types::ExtendedSequenceNumber;
-
-/// Errors a [`LeaseStore`] returns.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseStoreError {
-    /// The write's condition did not hold (another worker won the race, the lease moved on, or it does not exist).
-    #[error("condition failed for lease {lease_key}: {reason}")]
-    ConditionFailed {
-        /// The lease (or heartbeat) key the write was for.
-        lease_key: String,
-        /// What the condition was, for the operator.
-        reason: &'static str,
-    },
-    /// A throttled, timed-out or failed call that may succeed when retried. The write may or may not have happened.
-    #[error("transient lease store error during {operation}: {message}")]
-    Transient {
-        /// The store operation, e.g. `renew_lease`.
-        operation: &'static str,
-        /// What went wrong (never credentials or payloads).
-        message: String,
-        /// The underlying error, if any.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// An error retrying will not fix: misconfiguration, an incompatible table, missing permissions.
-    #[error("lease store error during {operation}: {message}")]
-    Fatal {
-        /// The store operation, e.g. `create_lease_if_not_exists`.
-        operation: &'static str,
-        /// What went wrong and what to do about it.
-        message: String,
-        /// The underlying error, if any.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-}
-
-impl LeaseStoreError {
-    /// Whether this is a lost race ([`LeaseStoreError::ConditionFailed`]).
-    pub fn is_condition_failed(&self) -> bool {
-        matches!(self, Self::ConditionFailed { .. })
-    }
-
-    /// Whether retrying the call may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Transient { .. })
-    }
-
-    /// Shorthand for a [`LeaseStoreError::ConditionFailed`].
-    pub fn condition_failed(lease_key: impl Into<String>, reason: &'static str) -> Self {
-        Self::ConditionFailed { lease_key: lease_key.into(), reason }
-    }
-
-    /// Shorthand for a [`LeaseStoreError::Transient`] without a source.
-    pub fn transient(operation: &'static str, message: impl Into<String>) -> Self {
-        Self::Transient { operation, message: message.into(), source: None }
-    }
-
-    /// Shorthand for a [`LeaseStoreError::Fatal`] without a source.
-    pub fn fatal(operation: &'static str, message: impl Into<String>) -> Self {
-        Self::Fatal { operation, message: message.into(), source: None }
-    }
-}
 
 /// One page of a lease listing.
 #[derive(Clone, Debug, Default)]

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::dispatch::Lanes;
 use super::lane::{Lane, LaneHalt, LaneShared};
 use super::retry::{Stopped, until_ok};
+use super::stop::{StopReason, StopSignal};
 use super::watermark::Watermark;
-use crate::KclError;
 use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
+use crate::error::KclError;
 use crate::lease::{Lease, LeaseStore};
 use crate::process::failure::FailureDestination;
 use crate::process::{
@@ -39,43 +39,6 @@ pub(crate) trait ShardLeaseControl: CheckpointSink {
 
     /// Leases were created (children at a shard end): look for leases to take now.
     fn leases_created(&self) {}
-}
-
-/// Why the worker stops a consumer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    /// The worker is shutting down: checkpoint and stop (`shutdown_requested`).
-    Shutdown,
-    /// The lease is being handed to another worker: checkpoint and stop (`shutdown_requested`).
-    Handoff,
-    /// The lease was lost: stop without checkpointing (`lease_lost`).
-    LeaseLost,
-}
-
-/// The receiving side of a stop request.
-#[derive(Clone, Debug)]
-pub(crate) struct StopSignal(watch::Receiver<Option<StopReason>>);
-
-impl StopSignal {
-    /// A signal and the sender that fires it.
-    pub(crate) fn new() -> (watch::Sender<Option<StopReason>>, Self) {
-        let (tx, rx) = watch::channel(None);
-        (tx, Self(rx))
-    }
-
-    /// The stop requested so far, if any.
-    pub(crate) fn current(&self) -> Option<StopReason> {
-        *self.0.borrow()
-    }
-
-    /// Resolves once a stop is requested (at once if it already was). If the sender is dropped the worker is gone,
-    /// which is treated as a lost lease: nothing may be checkpointed any more.
-    pub(crate) async fn requested(&mut self) -> StopReason {
-        match self.0.wait_for(Option::is_some).await {
-            Ok(reason) => reason.unwrap_or(StopReason::LeaseLost),
-            Err(_) => StopReason::LeaseLost,
-        }
-    }
 }
 
 /// Settings of the per-shard lifecycle.

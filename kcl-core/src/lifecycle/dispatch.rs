@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::consumer::StopSignal;
 use super::lane::{Delivery, Lane, LaneHalt, LaneShared};
+use super::stop::StopSignal;
 use crate::process::{Checkpointer, ProcessingConfig, RecordProcessor};
 use crate::types::Record;
 

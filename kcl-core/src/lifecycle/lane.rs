@@ -12,8 +12,8 @@ use futures::FutureExt;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::mpsc;
 
-use super::consumer::StopSignal;
 use super::retry::panic_message;
+use super::stop::StopSignal;
 use super::watermark::Watermark;
 use crate::process::failure::{FailedRecords, FailureDestination, FailureReason};
 use crate::process::{Batch, Checkpointer, OnExhausted, PartialRetry, RecordProcessor, RetryPolicy};

@@ -6,8 +6,10 @@ mod consumer;
 mod dispatch;
 mod lane;
 mod retry;
+mod stop;
 #[cfg(all(test, feature = "test-util"))]
 mod tests;
 mod watermark;
 
-pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl, StopReason, StopSignal};
+pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl};
+pub(crate) use stop::{StopReason, StopSignal};

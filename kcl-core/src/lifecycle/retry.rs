@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::time::Duration;
 
-use super::consumer::StopSignal;
+use super::stop::StopSignal;
 use crate::retrieve::Backoff;
 
 /// Why a retried call gave up: a stop was requested while waiting to retry.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::KclError;
+use crate::error::KclError;
 use crate::types::{ExtendedSequenceNumber, Record};
 
 /// Where fenced checkpoint writes go. The lease coordinator implements it; tests can record calls.

@@ -8,6 +8,10 @@ use bytes::Bytes;
 use super::Record;
 use super::sequence::SequenceNumber;
 
+/// The four bytes every KPL aggregated record starts with (also `kcl_core::deaggregate::KPL_MAGIC`). It lives
+/// here, with the raw record, so that [`KinesisRecord::has_kpl_magic`] needs nothing from the stage above.
+pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+
 /// One record exactly as `GetRecords` (or `SubscribeToShard`) returned it: possibly a KPL aggregate, which the
 /// pipeline takes apart into user [`Record`] values.
 ///
@@ -43,7 +47,7 @@ impl KinesisRecord {
 
     /// Whether the data starts with the KPL magic bytes (it may still turn out to be a corrupt aggregate).
     pub fn has_kpl_magic(&self) -> bool {
-        self.data.starts_with(&crate::deaggregate::KPL_MAGIC)
+        self.data.starts_with(&KPL_MAGIC)
     }
 
     /// The record delivered as it is: one ordinary (not aggregated) user record.

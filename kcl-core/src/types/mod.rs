@@ -6,7 +6,7 @@ mod record;
 mod sequence;
 mod shard;
 
-pub use kinesis_record::KinesisRecord;
+pub use kinesis_record::{KPL_MAGIC, KinesisRecord};
 pub use position::InitialPosition;
 pub use record::Record;
 pub use sequence::{ExtendedSequenceNumber, MAX_SEQUENCE_DIGITS, ParseSequenceNumberError, SequenceNumber, sentinel};

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::streams::MultiStream;
 use super::{StreamMode, Worker};
-use crate::KclError;
 use crate::discover::{KinesisShardLister, KinesisStreamCatalog, ShardLister, StreamCatalog, StreamSource};
+use crate::error::KclError;
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
 use crate::process::{FailureDestination, ProcessingConfig, ProcessorFactory, RecordFilter, RetryPolicy};

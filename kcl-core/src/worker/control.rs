@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::KclError;
+use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;
 use crate::lifecycle::ShardLeaseControl;
 use crate::process::CheckpointSink;

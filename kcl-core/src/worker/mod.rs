@@ -51,8 +51,8 @@ pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
 use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
-use crate::KclError;
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
+use crate::error::KclError;
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
 use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason, StopSignal};

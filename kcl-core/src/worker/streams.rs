@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio::task::JoinSet;
 
 use super::{Running, set_once, start_consumer};
-use crate::KclError;
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
+use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;
 use crate::lease::{Lease, LeaseStore};
 use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason};

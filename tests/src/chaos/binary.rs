@@ -1,7 +1,7 @@
 //! Finding the `verify-worker` binary: next to this test executable's profile directory (`target/debug`), where
-//! `scripts/test` puts it (its `cargo test --workspace --no-run` builds kcl-examples' binaries, because that package
+//! `scripts/test` puts it (its `cargo test --workspace --no-run` builds kcl-bench's binaries, because that package
 //! has integration tests). When it is missing or older than the sources it is built from, it is built with
-//! `cargo build -p kcl-examples --bin verify-worker` (the first such build may compile dependencies again with a
+//! `cargo build -p kcl-bench --bin verify-worker` (the first such build may compile dependencies again with a
 //! different feature set; later ones are incremental).
 
 use std::path::{Path, PathBuf};
@@ -28,22 +28,12 @@ pub fn verify_worker() -> Result<PathBuf, String> {
     let profile_dir = exe.parent().and_then(Path::parent).ok_or("unexpected test executable location")?;
     let binary = profile_dir.join("verify-worker");
     let root = Path::new(ROOT);
-    // Its sources: the two library crates, kcl-examples' library and this binary (not the other binaries).
-    let examples = root.join("kcl-examples/src");
-    let examples_lib = std::fs::read_dir(&examples).into_iter().flatten().flatten().filter_map(|entry| {
-        let path = entry.path();
-        match path.file_name() {
-            Some(name) if name == "bin" => None,
-            _ if path.is_dir() => newest(&path),
-            _ => entry.metadata().ok().and_then(|m| m.modified().ok()),
-        }
-    });
-    let sources = ["kcl-core/src", "kcl-dynamo-lease/src", "kcl-examples/src/bin/verify-worker"]
+    // Its sources: the two library crates and this binary (not the other binaries of kcl-bench).
+    let sources = ["kcl-core/src", "kcl-dynamo-lease/src", "kcl-bench/src/bin/verify-worker"]
         .iter()
         .filter_map(|dir| newest(&root.join(dir)))
-        .chain(examples_lib)
         .chain(
-            ["Cargo.lock", "kcl-core/Cargo.toml", "kcl-examples/Cargo.toml"]
+            ["Cargo.lock", "kcl-core/Cargo.toml", "kcl-bench/Cargo.toml"]
                 .iter()
                 .filter_map(|file| std::fs::metadata(root.join(file)).ok().and_then(|m| m.modified().ok())),
         )
@@ -55,13 +45,13 @@ pub fn verify_worker() -> Result<PathBuf, String> {
     eprintln!("chaos: building verify-worker (missing or older than its sources)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = std::process::Command::new(cargo);
-    command.current_dir(root).args(["build", "-p", "kcl-examples", "--bin", "verify-worker"]);
+    command.current_dir(root).args(["build", "-p", "kcl-bench", "--bin", "verify-worker"]);
     if profile_dir.file_name().is_some_and(|name| name == "release") {
         command.arg("--release");
     }
     let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() || !binary.is_file() {
-        return Err(format!("`cargo build -p kcl-examples --bin verify-worker` failed ({status})"));
+        return Err(format!("`cargo build -p kcl-bench --bin verify-worker` failed ({status})"));
     }
     Ok(binary)
 }

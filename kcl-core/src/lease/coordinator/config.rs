@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::KclError;
+use crate::error::KclError;
 
 /// How a worker proves to the fleet that it is alive and still owns its leases.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::LostReason;
+use super::events::LostReason;
 use super::state::{Phase, Shared, State};
 
 /// The clock loop; runs until the coordinator stops.

@@ -6,18 +6,21 @@
 //! * Incoming (we stole it): we wait until `checkpoint_owner` is cleared, noticed by a failed renewal or a poll,
 //!   then confirm and start; or [`force_take`] after the handoff window.
 //! * Handed to us by a stopping worker: noticed by a poll and adopted with a fenced renewal.
+//! * Handed by us, when stopping ([`hand_over`]): one `take_lease` on the least-loaded live worker's behalf, or a
+//!   release; a lease that reaches a stopping worker is passed on the same way ([`pass_on`]).
 
 use std::collections::HashMap;
 
 use tokio::time::Instant;
 
 use super::config::RenewalMode;
+use super::events::{LeaseEvent, LostReason};
+use super::fleet;
 use super::io;
 use super::slots::{self, Next, Reading, lock_slot};
-use super::state::{Phase, Shared};
-use super::{LeaseEvent, LostReason};
-use crate::KclError;
-use crate::lease::Lease;
+use super::state::{Phase, Shared, State};
+use crate::error::KclError;
+use crate::lease::{Lease, LeaseFence};
 
 /// Writes the final checkpoint of an outgoing (or abandoned) handoff, or clears the checkpoint right, and drops the
 /// slot; `Lost { HandedOff }` is emitted for an outgoing one (an abandoned one announced `Lost` already).
@@ -138,7 +141,7 @@ async fn force_take(shared: &Shared, key: &str, generation: u64) {
             }
             Err(error) if error.is_condition_failed() => match slots::refresh(shared, key, generation).await {
                 Next::Retry => continue,
-                Next::ConfirmIncoming(lease) => return slots::confirm_incoming(shared, key, generation, lease).await,
+                Next::ConfirmIncoming(lease) => return confirm_incoming(shared, key, generation, lease).await,
                 Next::Done => return,
             },
             Err(error) => {
@@ -152,7 +155,7 @@ async fn force_take(shared: &Shared, key: &str, generation: u64) {
 /// A stopping worker received a lease (a completed incoming handoff or a lease handed to it): pass it to another
 /// worker, or release it. Nobody processed it here. Call with the slot's lock held.
 pub(crate) async fn pass_on(shared: &Shared, key: &str, generation: u64) {
-    if let Err(error) = super::shutdown::hand_over(shared, key, generation).await {
+    if let Err(error) = hand_over(shared, key, generation).await {
         tracing::debug!(%error, lease_key = %key, "could not pass the lease on; it will expire");
     }
 }
@@ -184,7 +187,7 @@ pub(crate) async fn reconcile(shared: &Shared, owned: Vec<Lease>) {
             None => slots::refresh(shared, key, lock.generation).await,
         };
         if let Next::ConfirmIncoming(lease) = next {
-            slots::confirm_incoming(shared, key, lock.generation, lease).await;
+            confirm_incoming(shared, key, lock.generation, lease).await;
         }
     }
     for (key, lease) in owned {
@@ -222,7 +225,7 @@ async fn adopt(shared: &Shared, hint: Lease) {
             let Some(lock) = lock_slot(shared, &key).await else { return };
             if lock.generation == generation {
                 tracing::debug!(lease_key = %key, stopping, "adopting a lease owned by this worker");
-                slots::confirm_incoming(shared, &key, generation, lease).await;
+                confirm_incoming(shared, &key, generation, lease).await;
             }
         }
         _ => {}
@@ -275,7 +278,7 @@ pub(crate) async fn maintain(shared: &Shared) {
                     _ => continue,
                 };
                 let heartbeat_mode = config.renewal_mode() == RenewalMode::WorkerHeartbeat;
-                if heartbeat_mode && !super::renewer::fence_heartbeat(shared, &from).await {
+                if heartbeat_mode && !fleet::fence_heartbeat(shared, &from).await {
                     continue;
                 }
                 force_take(shared, &key, lock.generation).await;
@@ -293,11 +296,157 @@ pub(crate) async fn handoff_done(shared: &Shared, key: &str) -> Result<(), KclEr
     let phase = shared.state().slots.get(key).map(|slot| slot.phase.clone());
     match phase {
         Some(Phase::Outgoing { .. }) => finish_outgoing(shared, key, lock.generation).await,
-        Some(Phase::Draining) => super::shutdown::hand_over(shared, key, lock.generation).await,
+        Some(Phase::Draining) => hand_over(shared, key, lock.generation).await,
         Some(Phase::Active) => {
             tracing::debug!(lease_key = %key, "handoff_done without a handoff in progress; nothing to do");
             Ok(())
         }
         _ => Err(KclError::LeaseLost { lease_key: key.to_owned() }),
     }
+}
+
+/// Completes an incoming handoff: a renewal fenced at the read's counter proves the lease is still at that version
+/// (owned by us, checkpoint right cleared), then the slot becomes active and `Acquired` is emitted. A stopping
+/// worker passes the lease on instead. Call with the slot's lock held.
+pub(crate) async fn confirm_incoming(shared: &Shared, key: &str, generation: u64, lease: Lease) {
+    let fence = LeaseFence { lease_key: key.to_owned(), owner: shared.worker_id.clone(), counter: lease.lease_counter };
+    let me = shared.worker_id.as_str();
+    let written = io::write(
+        shared,
+        key,
+        "renew_lease",
+        None,
+        || shared.store.renew_lease(&fence),
+        |l| slots::renewed_by(l, me, fence.counter),
+    )
+    .await;
+    match written {
+        Ok(written) => {
+            let stopping = {
+                let mut state = shared.state();
+                let stopping = state.stopping;
+                if let Some(slot) = Shared::slot_mut(&mut state, key, generation) {
+                    let mut lease = lease;
+                    lease.lease_counter = written.value;
+                    slot.lease = lease.clone();
+                    slot.written_at = written.started;
+                    if !stopping {
+                        slot.phase = Phase::Active;
+                        tracing::debug!(lease_key = %key, "incoming handoff complete");
+                        shared.emit(LeaseEvent::Acquired(lease));
+                        shared.update_held_gauge(&state);
+                        shared.taker_wakeup.notify_one();
+                    }
+                }
+                stopping
+            };
+            if stopping {
+                pass_on(shared, key, generation).await;
+            }
+        }
+        Err(error) if error.is_condition_failed() => {
+            if let Next::ConfirmIncoming(_) = slots::refresh(shared, key, generation).await {
+                tracing::debug!(lease_key = %key, "incoming handoff changed again; confirming next cycle");
+            }
+        }
+        Err(error) => tracing::debug!(%error, lease_key = %key, "could not confirm incoming handoff yet"),
+    }
+}
+
+/// Hands a lease this worker owns and no longer processes to another worker (or releases it). Call with the slot's
+/// lock held. Emits `Lost { HandedOff | Released }` if the slot was processed.
+pub(crate) async fn hand_over(shared: &Shared, key: &str, generation: u64) -> Result<(), KclError> {
+    let me = shared.worker_id.as_str();
+    let (fence, target) = {
+        let mut state = shared.state();
+        let stopping = state.stopping;
+        let target = if stopping { pick_target(shared, &state) } else { None };
+        let Some(slot) = Shared::slot_mut(&mut state, key, generation) else {
+            return Err(KclError::LeaseLost { lease_key: key.to_owned() });
+        };
+        (slot.fence(me), target)
+    };
+    let result = match &target {
+        Some(to) => io::write(
+            shared,
+            key,
+            "take_lease",
+            None,
+            || shared.store.take_lease(key, fence.counter, to),
+            |l| {
+                (l.lease_owner.as_deref() == Some(to.as_str()) && l.lease_counter == fence.counter + 1)
+                    .then(|| l.clone())
+            },
+        )
+        .await
+        .map(|_| ()),
+        None => io::write(
+            shared,
+            key,
+            "release_lease",
+            None,
+            || shared.store.release_lease(&fence),
+            |l| (l.lease_owner.is_none() && l.lease_counter == fence.counter + 1).then_some(l.lease_counter),
+        )
+        .await
+        .map(|_| ()),
+    };
+    match result {
+        Ok(()) => {
+            let mut state = shared.state();
+            if let Some(to) = &target {
+                *state.handed.entry(to.clone()).or_default() += 1;
+            }
+            tracing::debug!(lease_key = %key, to = ?target, "handed lease over");
+            let reason = if target.is_some() { LostReason::HandedOff } else { LostReason::Released };
+            if Shared::slot_mut(&mut state, key, generation).is_some() {
+                shared.remove_slot(&mut state, key, reason);
+            }
+            Ok(())
+        }
+        Err(error) if error.is_condition_failed() => {
+            // Someone else changed it: re-read. A thief's steal leaves us the checkpoint right, and our processor has
+            // already stopped, so finish that handoff now; anything else means the lease is gone.
+            slots::refresh(shared, key, generation).await;
+            let outgoing =
+                shared.state().slots.get(key).is_some_and(|slot| matches!(slot.phase, Phase::Outgoing { .. }));
+            if outgoing {
+                return finish_outgoing(shared, key, generation).await;
+            }
+            Err(KclError::LeaseLost { lease_key: key.to_owned() })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The least-loaded live worker other than this one, respecting `max_leases_for_worker`.
+fn pick_target(shared: &Shared, state: &State) -> Option<String> {
+    let config = &shared.config;
+    let ld = config.lease_duration();
+    let mode = config.renewal_mode();
+    let now = Instant::now();
+    let me = shared.worker_id.as_str();
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    for lease in &state.listing {
+        let Some(owner) = lease.lease_owner.as_deref() else { continue };
+        let alive = match mode {
+            RenewalMode::PerLease => !state.view.is_expired(lease, mode, now, ld),
+            RenewalMode::WorkerHeartbeat => !state.view.worker_dead(owner, now, ld),
+        };
+        if owner != me && alive {
+            *load.entry(owner).or_default() += 1;
+        }
+    }
+    if mode == RenewalMode::WorkerHeartbeat {
+        for worker in state.view.live_heartbeats(now, ld) {
+            if worker != me {
+                load.entry(worker).or_default();
+            }
+        }
+    }
+    load.into_iter()
+        .map(|(worker, count)| (worker, count + state.handed.get(worker).copied().unwrap_or_default()))
+        .filter(|(_, count)| config.max_leases_for_worker().is_none_or(|max| *count < max))
+        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))
+        .map(|(worker, _)| worker.to_owned())
 }

@@ -117,7 +117,9 @@
 //! DynamoDB GSI query for `list_leases_by_owner`, are fine.
 
 mod config;
+mod events;
 mod fence;
+mod fleet;
 mod handoff;
 mod io;
 mod metrics;
@@ -142,58 +144,12 @@ pub use self::config::{
     DEFAULT_ASSIGNMENT_POLL_INTERVAL, DEFAULT_EPSILON, DEFAULT_HANDOFF_TIMEOUT, DEFAULT_LEASE_DURATION,
     LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, RenewalMode,
 };
+pub use self::events::{LeaseEvent, LostReason};
 pub use self::metrics::{LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES};
 use self::state::Shared;
+use crate::ExtendedSequenceNumber;
+use crate::error::KclError;
 use crate::lease::{Lease, LeaseStore};
-use crate::{ExtendedSequenceNumber, KclError};
-
-/// What the coordinator tells the pipeline.
-// A few events per lease movement: moving a 300-byte lease is cheaper than boxing it.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LeaseEvent {
-    /// This worker now owns the lease and may process its shard, starting after `lease.checkpoint`.
-    Acquired(Lease),
-    /// Another worker is taking the lease over gracefully (or this worker is shutting down): finish the current
-    /// batch, checkpoint, stop, then call [`LeaseCoordinatorHandle::handoff_done`].
-    HandoffRequested {
-        /// The lease.
-        lease_key: String,
-    },
-    /// This worker must stop processing the lease now.
-    Lost {
-        /// The lease.
-        lease_key: String,
-        /// Why.
-        reason: LostReason,
-    },
-}
-
-/// Why a lease was lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum LostReason {
-    /// Self-fenced: no successful renewal for `lease_duration − safety_margin`.
-    Expired,
-    /// Another worker owns it now (or it was released by someone else, evicted or deleted).
-    Taken,
-    /// Handed over gracefully (a handoff completed, or a shutdown hand-over).
-    HandedOff,
-    /// Given up through [`LeaseCoordinatorHandle::release`].
-    Released,
-    /// A graceful handoff did not finish in time.
-    HandoffTimedOut,
-    /// The processor did not finish before the shutdown timeout (`handoff_timeout`).
-    ShutdownTimedOut,
-}
-
-impl LostReason {
-    /// Whether the loss was not asked for by this worker's pipeline (counted in `kcl_leases_lost_total`).
-    pub fn is_involuntary(self) -> bool {
-        matches!(self, Self::Expired | Self::Taken | Self::HandoffTimedOut | Self::ShutdownTimedOut)
-    }
-}
 
 /// Starts lease coordinators.
 #[derive(Debug)]

@@ -7,12 +7,14 @@
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::events::LostReason;
+use super::fence;
 use super::io;
 use super::slots::{self, Next, lock_slot};
 use super::state::{Phase, Shared, Slot};
-use super::{LostReason, fence};
+use crate::ExtendedSequenceNumber;
+use crate::error::KclError;
 use crate::lease::{Lease, LeaseFence};
-use crate::{ExtendedSequenceNumber, KclError};
 
 fn lost(key: &str) -> KclError {
     KclError::LeaseLost { lease_key: key.to_owned() }

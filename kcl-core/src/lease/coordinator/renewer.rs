@@ -6,9 +6,9 @@ use futures::StreamExt;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::config::RenewalMode;
-use super::io;
 use super::slots::{self, Next, lock_slot};
 use super::state::Shared;
+use super::{handoff, io};
 use crate::lease::LeaseStoreError;
 
 /// How many lease renewals run at once (KCL uses a thread pool for the same reason: one slow call must not delay
@@ -79,7 +79,7 @@ async fn renew_one(shared: &Shared, key: String) {
                 match slots::refresh(shared, &key, lock.generation).await {
                     Next::Retry => continue,
                     Next::ConfirmIncoming(lease) => {
-                        return slots::confirm_incoming(shared, &key, lock.generation, lease).await;
+                        return handoff::confirm_incoming(shared, &key, lock.generation, lease).await;
                     }
                     Next::Done => return,
                 }
@@ -171,31 +171,4 @@ fn self_fence_all(shared: &Shared) {
     for key in keys {
         super::fence::expire(shared, &mut state, &key);
     }
-}
-
-/// Heartbeat mode: before taking leases of a worker judged dead, bump its heartbeat from the value we saw go stale.
-/// Success proves no renewal of that worker landed since, and makes every later one fail its condition, so the
-/// worker self-fences (see [`self_fence_all`]) and can never extend its validity past the renewal we saw. Returns
-/// whether the fence is in place.
-pub(crate) async fn fence_heartbeat(shared: &Shared, worker: &str) -> bool {
-    let Some(expected) = shared.state().view.heartbeat_of(worker) else { return false };
-    let config = &shared.config;
-    for attempt in 0..3 {
-        let result =
-            io::call("renew_heartbeat", config.call_timeout(), shared.store.renew_heartbeat(worker, expected)).await;
-        match result {
-            Ok(counter) => {
-                tracing::debug!(%worker, "fenced the heartbeat of a dead worker");
-                shared.state().view.record_fence(worker, counter);
-                return true;
-            }
-            // A retry meeting a changed heartbeat cannot tell our first attempt from a renewal: treat it as alive.
-            Err(error) if error.is_retryable() && attempt < 2 => tokio::time::sleep(io::backoff(shared, attempt)).await,
-            Err(error) => {
-                tracing::debug!(%error, %worker, "could not fence heartbeat; not taking its leases this cycle");
-                return false;
-            }
-        }
-    }
-    false
 }

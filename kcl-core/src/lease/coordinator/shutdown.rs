@@ -8,114 +8,13 @@
 //! and starts: well under a second with the default 500 ms poll, instead of the 20–40 s a Java KCL fleet needs to let
 //! the lease expire and take it (#474, #845).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::RenewalMode;
-use super::io;
-use super::state::{Phase, Shared, State};
-use super::{LeaseEvent, LostReason};
-use crate::KclError;
-
-/// Hands a lease this worker owns and no longer processes to another worker (or releases it). Call with the slot's
-/// lock held. Emits `Lost { HandedOff | Released }` if the slot was processed.
-pub(crate) async fn hand_over(shared: &Shared, key: &str, generation: u64) -> Result<(), KclError> {
-    let me = shared.worker_id.as_str();
-    let (fence, target) = {
-        let mut state = shared.state();
-        let stopping = state.stopping;
-        let target = if stopping { pick_target(shared, &state) } else { None };
-        let Some(slot) = Shared::slot_mut(&mut state, key, generation) else {
-            return Err(KclError::LeaseLost { lease_key: key.to_owned() });
-        };
-        (slot.fence(me), target)
-    };
-    let result = match &target {
-        Some(to) => io::write(
-            shared,
-            key,
-            "take_lease",
-            None,
-            || shared.store.take_lease(key, fence.counter, to),
-            |l| {
-                (l.lease_owner.as_deref() == Some(to.as_str()) && l.lease_counter == fence.counter + 1)
-                    .then(|| l.clone())
-            },
-        )
-        .await
-        .map(|_| ()),
-        None => io::write(
-            shared,
-            key,
-            "release_lease",
-            None,
-            || shared.store.release_lease(&fence),
-            |l| (l.lease_owner.is_none() && l.lease_counter == fence.counter + 1).then_some(l.lease_counter),
-        )
-        .await
-        .map(|_| ()),
-    };
-    match result {
-        Ok(()) => {
-            let mut state = shared.state();
-            if let Some(to) = &target {
-                *state.handed.entry(to.clone()).or_default() += 1;
-            }
-            tracing::debug!(lease_key = %key, to = ?target, "handed lease over");
-            let reason = if target.is_some() { LostReason::HandedOff } else { LostReason::Released };
-            if Shared::slot_mut(&mut state, key, generation).is_some() {
-                shared.remove_slot(&mut state, key, reason);
-            }
-            Ok(())
-        }
-        Err(error) if error.is_condition_failed() => {
-            // Someone else changed it: re-read. A thief's steal leaves us the checkpoint right, and our processor has
-            // already stopped, so finish that handoff now; anything else means the lease is gone.
-            super::slots::refresh(shared, key, generation).await;
-            let outgoing =
-                shared.state().slots.get(key).is_some_and(|slot| matches!(slot.phase, Phase::Outgoing { .. }));
-            if outgoing {
-                return super::handoff::finish_outgoing(shared, key, generation).await;
-            }
-            Err(KclError::LeaseLost { lease_key: key.to_owned() })
-        }
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// The least-loaded live worker other than this one, respecting `max_leases_for_worker`.
-fn pick_target(shared: &Shared, state: &State) -> Option<String> {
-    let config = &shared.config;
-    let ld = config.lease_duration();
-    let mode = config.renewal_mode();
-    let now = Instant::now();
-    let me = shared.worker_id.as_str();
-    let mut load: HashMap<&str, usize> = HashMap::new();
-    for lease in &state.listing {
-        let Some(owner) = lease.lease_owner.as_deref() else { continue };
-        let alive = match mode {
-            RenewalMode::PerLease => !state.view.is_expired(lease, mode, now, ld),
-            RenewalMode::WorkerHeartbeat => !state.view.worker_dead(owner, now, ld),
-        };
-        if owner != me && alive {
-            *load.entry(owner).or_default() += 1;
-        }
-    }
-    if mode == RenewalMode::WorkerHeartbeat {
-        for worker in state.view.live_heartbeats(now, ld) {
-            if worker != me {
-                load.entry(worker).or_default();
-            }
-        }
-    }
-    load.into_iter()
-        .map(|(worker, count)| (worker, count + state.handed.get(worker).copied().unwrap_or_default()))
-        .filter(|(_, count)| config.max_leases_for_worker().is_none_or(|max| *count < max))
-        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))
-        .map(|(worker, _)| worker.to_owned())
-}
+use super::events::{LeaseEvent, LostReason};
+use super::state::{Phase, Shared};
+use super::{fleet, handoff, io};
 
 /// Phase one of a graceful shutdown: stop taking, ask for final checkpoints, and wait (up to `handoff_timeout`) for
 /// every lease to be handed over. Leases whose processors do not answer are declared lost, then released after the
@@ -135,7 +34,7 @@ pub(crate) async fn drain(shared: &Shared) {
     {
         // A fresh view of who is alive and how loaded, for choosing receivers.
         let _cycle = shared.cycle.lock().await;
-        super::taker::list_and_observe(shared).await;
+        fleet::list_and_observe(shared).await;
     }
     let deadline = Instant::now() + shared.config.handoff_timeout();
     let tick =
@@ -197,5 +96,5 @@ async fn give_up_leftovers(shared: &Shared) {
             tracing::debug!(%error, lease_key = %fence.lease_key, "could not release; the lease will expire");
         }
     }
-    super::handoff::maintain(shared).await;
+    handoff::maintain(shared).await;
 }

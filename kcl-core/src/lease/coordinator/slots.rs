@@ -4,7 +4,7 @@
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use super::LostReason;
+use super::events::{LeaseEvent, LostReason};
 use super::io;
 use super::state::{Phase, Shared, State};
 use crate::lease::Lease;
@@ -91,7 +91,7 @@ pub(crate) fn apply(shared: &Shared, key: &str, generation: u64, reading: Readin
             slot.lease = lease;
             slot.phase = Phase::Outgoing { to, noticed: now, deferred: None };
             if announce {
-                shared.emit(super::LeaseEvent::HandoffRequested { lease_key: key.to_owned() });
+                shared.emit(LeaseEvent::HandoffRequested { lease_key: key.to_owned() });
             }
             shared.clock_wakeup.notify_one();
             Next::Done
@@ -131,58 +131,6 @@ pub(crate) async fn refresh(shared: &Shared, key: &str, generation: u64) -> Next
             tracing::debug!(%error, lease_key = %key, "could not read lease; keeping it until its deadline");
             Next::Done
         }
-    }
-}
-
-/// Completes an incoming handoff: a renewal fenced at the read's counter proves the lease is still at that version
-/// (owned by us, checkpoint right cleared), then the slot becomes active and `Acquired` is emitted. A stopping
-/// worker passes the lease on instead. Call with the slot's lock held.
-pub(crate) async fn confirm_incoming(shared: &Shared, key: &str, generation: u64, lease: Lease) {
-    let fence = crate::lease::LeaseFence {
-        lease_key: key.to_owned(),
-        owner: shared.worker_id.clone(),
-        counter: lease.lease_counter,
-    };
-    let me = shared.worker_id.as_str();
-    let written = io::write(
-        shared,
-        key,
-        "renew_lease",
-        None,
-        || shared.store.renew_lease(&fence),
-        |l| renewed_by(l, me, fence.counter),
-    )
-    .await;
-    match written {
-        Ok(written) => {
-            let stopping = {
-                let mut state = shared.state();
-                let stopping = state.stopping;
-                if let Some(slot) = Shared::slot_mut(&mut state, key, generation) {
-                    let mut lease = lease;
-                    lease.lease_counter = written.value;
-                    slot.lease = lease.clone();
-                    slot.written_at = written.started;
-                    if !stopping {
-                        slot.phase = Phase::Active;
-                        tracing::debug!(lease_key = %key, "incoming handoff complete");
-                        shared.emit(super::LeaseEvent::Acquired(lease));
-                        shared.update_held_gauge(&state);
-                        shared.taker_wakeup.notify_one();
-                    }
-                }
-                stopping
-            };
-            if stopping {
-                super::handoff::pass_on(shared, key, generation).await;
-            }
-        }
-        Err(error) if error.is_condition_failed() => {
-            if let Next::ConfirmIncoming(_) = refresh(shared, key, generation).await {
-                tracing::debug!(lease_key = %key, "incoming handoff changed again; confirming next cycle");
-            }
-        }
-        Err(error) => tracing::debug!(%error, lease_key = %key, "could not confirm incoming handoff yet"),
     }
 }
 

@@ -8,10 +8,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::config::{LeaseCoordinatorConfig, RenewalMode};
+use super::events::{LeaseEvent, LostReason};
 use super::metrics::CoordinatorMetrics;
 use super::rng::Rng;
 use super::view::FleetView;
-use super::{LeaseEvent, LostReason};
 use crate::ExtendedSequenceNumber;
 use crate::lease::{Lease, LeaseFence, LeaseStore};
 

@@ -23,10 +23,10 @@ use std::collections::{HashMap, HashSet};
 use tokio::time::Instant;
 
 use super::config::{LeaseCoordinatorConfig, RenewalMode};
-use super::io;
 use super::rng::Rng;
 use super::state::{Phase, Shared};
 use super::view::FleetView;
+use super::{fleet, io};
 use crate::lease::{Lease, LeaseFence};
 
 /// What one take cycle will do.
@@ -154,39 +154,6 @@ pub(crate) fn plan(listing: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> P
     Plan { take: Vec::new(), steal: candidates.into_iter().take(to_steal).cloned().collect() }
 }
 
-/// Lists the lease table (and heartbeats in heartbeat mode) and records the observations. Returns the listing.
-pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
-    let config = &shared.config;
-    let started = Instant::now();
-    let leases = match io::read(shared, "list_leases", config.list_timeout(), || shared.store.list_all_leases()).await {
-        Ok(leases) => leases,
-        Err(error) => {
-            tracing::warn!(%error, "could not list leases; skipping this take cycle");
-            return None;
-        }
-    };
-    let listed_at = Instant::now();
-    let heartbeats = if config.renewal_mode() == RenewalMode::WorkerHeartbeat {
-        match io::read(shared, "list_heartbeats", config.list_timeout(), || shared.store.list_heartbeats()).await {
-            Ok(heartbeats) => Some((heartbeats, Instant::now())),
-            Err(error) => {
-                tracing::warn!(%error, "could not list heartbeats; skipping this take cycle");
-                return None;
-            }
-        }
-    } else {
-        None
-    };
-    let mut state = shared.state();
-    state.view.observe_leases(&leases, listed_at);
-    if let Some((heartbeats, at)) = heartbeats {
-        state.view.observe_heartbeats(&heartbeats, &leases, at);
-    }
-    state.last_table_read = Some(state.last_table_read.map_or(started, |t| t.max(started)));
-    state.listing = leases.clone();
-    Some(leases)
-}
-
 /// The earliest instant after `now` at which a lease of another worker in `listing` expires by the local-clock rule
 /// if nothing changes, so the take loop can look again right then instead of at its next regular tick.
 pub(crate) fn next_expiry(listing: &[Lease], input: &PlanInput<'_>) -> Option<Instant> {
@@ -212,7 +179,7 @@ pub(crate) async fn take_cycle(shared: &Shared) -> Option<Instant> {
             return None;
         }
     }
-    let leases = list_and_observe(shared).await?;
+    let leases = fleet::list_and_observe(shared).await?;
     let me = shared.worker_id.as_str();
     adopt_orphaned_handoffs(shared, &leases);
     if shared.config.assignment_poll_interval().is_none() {
@@ -288,7 +255,7 @@ async fn fence_dead_workers(shared: &Shared, leases: &[Lease]) -> HashSet<String
     for worker in workers {
         // A lease whose checkpoint owner is this worker without a slot here (say, after a restart) is not being
         // processed here: no fence needed, and fencing ourselves would drop every lease we hold.
-        if *worker == shared.worker_id || super::renewer::fence_heartbeat(shared, worker).await {
+        if *worker == shared.worker_id || fleet::fence_heartbeat(shared, worker).await {
             fenced.insert(worker.clone());
         }
     }

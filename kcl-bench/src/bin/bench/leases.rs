@@ -12,9 +12,9 @@
 //! counts are DynamoDB data-plane requests (both tables in heartbeat mode).
 //!
 //! ```text
-//! cargo run --release -p kcl-examples --bin bench -- leases --seconds 20
+//! cargo run --release -p kcl-bench --bin bench -- leases --seconds 20
 //! cargo run -q -p kcl-tests --bin emulators -- run -- \
-//!     cargo run --release -p kcl-examples --bin bench -- leases --seconds 60   # DynamoDB Local (env var)
+//!     cargo run --release -p kcl-bench --bin bench -- leases --seconds 60   # DynamoDB Local (env var)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};

@@ -38,7 +38,7 @@ impl EndpointArgs {
                  (KCL_TEST_KINESIS_ENDPOINT / KCL_TEST_DYNAMODB_ENDPOINT, or --kinesis-endpoint / \
                  --dynamodb-endpoint). Start them around the benchmark with:\n\n    \
                  cargo run -q -p kcl-tests --bin emulators -- run -- \
-                 cargo run --release -p kcl-examples --bin bench -- {scenario}\n\n\
+                 cargo run --release -p kcl-bench --bin bench -- {scenario}\n\n\
                  (or `cargo run -q -p kcl-tests --bin emulators -- serve` and export what it prints)"
             )),
         }

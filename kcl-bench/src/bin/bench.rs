@@ -2,11 +2,11 @@
 //! JSON object with `--json`; progress goes to stderr.
 //!
 //! ```text
-//! cargo run --release -p kcl-examples --bin bench -- overhead [--json]   # in memory, no emulators
+//! cargo run --release -p kcl-bench --bin bench -- overhead [--json]   # in memory, no emulators
 //! cargo run -q -p kcl-tests --bin emulators -- run -- \
-//!     cargo run --release -p kcl-examples --bin bench -- latency [--json]
+//!     cargo run --release -p kcl-bench --bin bench -- latency [--json]
 //! cargo run -q -p kcl-tests --bin emulators -- run -- \
-//!     cargo run --release -p kcl-examples --bin bench -- e2e [--json]
+//!     cargo run --release -p kcl-bench --bin bench -- e2e [--json]
 //! ```
 //!
 //! * `overhead` — framework overhead: one worker consumes a pre-filled in-memory stream (8 shards, and 1), plain
@@ -15,7 +15,7 @@
 //!   with enhanced fan-out; by default against a private kinesis-mock over TLS + HTTP/2 (`--transport plain` uses
 //!   the given endpoint).
 //! * `parallel` — one shard, 100 partition keys, a processor sleeping 5 ms per batch: throughput with parallelism
-//!   10 vs 1 (`cargo run --release -p kcl-examples --bin bench -- parallel`).
+//!   10 vs 1 (`cargo run --release -p kcl-bench --bin bench -- parallel`).
 //! * `leases` — lease coordination on the memory store or DynamoDB Local (`KCL_TEST_DYNAMODB_ENDPOINT`): requests per
 //!   lease-hour in both renewal modes, convergence, crash failover and graceful handoff times.
 //! * `scale` — one worker holding 1,000 leases on the in-memory stream and store: RSS and CPU idle and under load.

@@ -1,7 +1,7 @@
 //! De-aggregation throughput on one core: KPL aggregates of 100 user records × 100 bytes.
 //!
 //! ```text
-//! cargo run --release -p kcl-examples --bin bench_deaggregate [-- SECONDS]
+//! cargo run --release -p kcl-bench --bin bench_deaggregate [-- SECONDS]
 //! ```
 //!
 //! Prints `deaggregate_throughput: N user_records/s, M MB/s` (MB = 10^6 bytes of aggregated records read), then the

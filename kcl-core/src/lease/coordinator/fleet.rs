@@ -1,0 +1,69 @@
+//! What the table says about the fleet: listing every lease (and heartbeat) into the fleet view that the taker and
+//! a stopping worker decide from, and fencing a dead worker's heartbeat before its leases are taken.
+
+use tokio::time::Instant;
+
+use super::config::RenewalMode;
+use super::io;
+use super::state::Shared;
+use crate::lease::Lease;
+
+/// Lists the lease table (and heartbeats in heartbeat mode) and records the observations. Returns the listing.
+pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
+    let config = &shared.config;
+    let started = Instant::now();
+    let leases = match io::read(shared, "list_leases", config.list_timeout(), || shared.store.list_all_leases()).await {
+        Ok(leases) => leases,
+        Err(error) => {
+            tracing::warn!(%error, "could not list leases; skipping this take cycle");
+            return None;
+        }
+    };
+    let listed_at = Instant::now();
+    let heartbeats = if config.renewal_mode() == RenewalMode::WorkerHeartbeat {
+        match io::read(shared, "list_heartbeats", config.list_timeout(), || shared.store.list_heartbeats()).await {
+            Ok(heartbeats) => Some((heartbeats, Instant::now())),
+            Err(error) => {
+                tracing::warn!(%error, "could not list heartbeats; skipping this take cycle");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let mut state = shared.state();
+    state.view.observe_leases(&leases, listed_at);
+    if let Some((heartbeats, at)) = heartbeats {
+        state.view.observe_heartbeats(&heartbeats, &leases, at);
+    }
+    state.last_table_read = Some(state.last_table_read.map_or(started, |t| t.max(started)));
+    state.listing = leases.clone();
+    Some(leases)
+}
+
+/// Heartbeat mode: before taking leases of a worker judged dead, bump its heartbeat from the value we saw go stale.
+/// Success proves no renewal of that worker landed since, and makes every later one fail its condition, so the
+/// worker self-fences (see the renewer's `self_fence_all`) and can never extend its validity past the renewal we saw. Returns
+/// whether the fence is in place.
+pub(crate) async fn fence_heartbeat(shared: &Shared, worker: &str) -> bool {
+    let Some(expected) = shared.state().view.heartbeat_of(worker) else { return false };
+    let config = &shared.config;
+    for attempt in 0..3 {
+        let result =
+            io::call("renew_heartbeat", config.call_timeout(), shared.store.renew_heartbeat(worker, expected)).await;
+        match result {
+            Ok(counter) => {
+                tracing::debug!(%worker, "fenced the heartbeat of a dead worker");
+                shared.state().view.record_fence(worker, counter);
+                return true;
+            }
+            // A retry meeting a changed heartbeat cannot tell our first attempt from a renewal: treat it as alive.
+            Err(error) if error.is_retryable() && attempt < 2 => tokio::time::sleep(io::backoff(shared, attempt)).await,
+            Err(error) => {
+                tracing::debug!(%error, %worker, "could not fence heartbeat; not taking its leases this cycle");
+                return false;
+            }
+        }
+    }
+    false
+}
