@@ -19,6 +19,8 @@
 //! * `leases` — lease coordination on the memory store or DynamoDB Local (`KCL_TEST_DYNAMODB_ENDPOINT`): requests per
 //!   lease-hour in both renewal modes, convergence, crash failover and graceful handoff times.
 //! * `scale` — one worker holding 1,000 leases on the in-memory stream and store: RSS and CPU idle and under load.
+//! * `decode` — CPU per record of kcl-rs's own `GetRecords` decoders (JSON; CBOR with byte-string and base64-text
+//!   `Data`), in process.
 //! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by child processes, interleaved over rounds: a bare
 //!   aws-sdk-kinesis `GetRecords` loop (the baseline) and a kcl-rs worker with DynamoDB leases (plus any
 //!   `--contender`): wall time, CPU per record, peak RSS, time to first record, ratios to the baseline.
@@ -30,6 +32,8 @@
 mod bare_loop;
 #[path = "bench/contender.rs"]
 mod contender;
+#[path = "bench/decode.rs"]
+mod decode;
 #[path = "bench/e2e.rs"]
 mod e2e;
 #[path = "bench/emulator.rs"]
@@ -71,6 +75,8 @@ enum Scenario {
     Latency(latency::LatencyArgs),
     /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
     E2e(e2e::E2eArgs),
+    /// CPU per record of kcl-rs's own GetRecords decoders, JSON and CBOR (in process, no emulators).
+    Decode(decode::DecodeArgs),
     /// Per-key parallelism within one shard for a slow processor (in memory, no emulators).
     Parallel(parallel::ParallelArgs),
     /// Lease coordination: store requests per lease-hour in both renewal modes, convergence, failover, handoff.
@@ -94,6 +100,7 @@ async fn main() {
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::E2e(args) => e2e::run(args).await,
         Scenario::Parallel(args) => parallel::run(args).await,
+        Scenario::Decode(args) => decode::run(args).await,
         Scenario::Leases(args) => leases::run(args).await,
         Scenario::Scale(args) => scale::run(args).await,
         Scenario::E2eConsume(args) => match e2e::consume(args, started).await {

@@ -40,7 +40,7 @@ pub(crate) struct Response {
 
 enum Connection {
     /// `http://`: hyper over TCP, nothing else.
-    Plain(Client<PlainConnector, Full<Bytes>>),
+    Plain(Box<Client<PlainConnector, Full<Bytes>>>),
     /// `https://`: the SDK client's HTTP connector.
     Sdk(SharedHttpConnector),
 }
@@ -64,7 +64,9 @@ impl Transport {
             captured.endpoint.parse().map_err(|e| invalid(format!("Kinesis endpoint {:?}: {e}", captured.endpoint)))?;
         let host = endpoint.authority().map(|a| a.as_str().to_owned()).ok_or_else(|| invalid("no host".into()))?;
         let connection = match endpoint.scheme_str() {
-            Some("http") => Connection::Plain(Client::builder(TokioExecutor::new()).build(PlainConnector::new())),
+            Some("http") => {
+                Connection::Plain(Box::new(Client::builder(TokioExecutor::new()).build(PlainConnector::new())))
+            }
             _ => {
                 let client = captured.components.http_client().ok_or_else(|| {
                     ApiError::new(ApiErrorKind::Other, "the Kinesis client has no HTTP client".to_owned())

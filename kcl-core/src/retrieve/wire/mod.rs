@@ -67,9 +67,10 @@ impl WireFormat {
     /// The error a failed (non-2xx) response stands for: its code from the `x-amzn-ErrorType` header or the body's
     /// `__type`, classified like the SDK path's errors.
     pub fn decode_error(self, status: u16, error_type_header: Option<&str>, body: &[u8]) -> ApiError {
+        // A proxy or load balancer in between may answer in the other format (or in neither): try both.
         let (body_code, message) = match self {
-            Self::Json => json::error_fields(body),
-            Self::Cbor => cbor::error_fields(body),
+            Self::Json => or_else(json::error_fields(body), || cbor::error_fields(body)),
+            Self::Cbor => or_else(cbor::error_fields(body), || json::error_fields(body)),
         };
         let code = error_type_header.map(str::to_owned).or(body_code).map(|c| bare_error_code(&c).to_owned());
         let kind = classify_code(code.as_deref(), status);
@@ -81,6 +82,13 @@ impl WireFormat {
         };
         ApiError::new(kind, format!("GetRecords: {text}"))
     }
+}
+
+fn or_else(
+    fields: (Option<String>, Option<String>),
+    other: impl FnOnce() -> (Option<String>, Option<String>),
+) -> (Option<String>, Option<String>) {
+    if fields.0.is_some() { fields } else { other() }
 }
 
 /// `aws.protocol#Foo:http://...` and `com.amazonaws.kinesis#Foo` both name `Foo`.
