@@ -19,6 +19,8 @@
 //! * `leases` — lease coordination on the memory store or DynamoDB Local (`KCL_TEST_DYNAMODB_ENDPOINT`): requests per
 //!   lease-hour in both renewal modes, convergence, crash failover and graceful handoff times.
 //! * `scale` — one worker holding 1,000 leases on the in-memory stream and store: RSS and CPU idle and under load.
+//! * `decode` — CPU per record of kcl-rs's own `GetRecords` decoders (JSON; CBOR with byte-string and base64-text
+//!   `Data`), in process.
 //! * `e2e` — a pre-filled 4-shard kinesis-mock stream consumed by child processes, interleaved over rounds: a bare
 //!   aws-sdk-kinesis `GetRecords` loop (the baseline) and a kcl-rs worker with DynamoDB leases (plus any
 //!   `--contender`): wall time, CPU per record, peak RSS, time to first record, ratios to the baseline.
@@ -30,6 +32,8 @@
 mod bare_loop;
 #[path = "bench/contender.rs"]
 mod contender;
+#[path = "bench/decode.rs"]
+mod decode;
 #[path = "bench/e2e.rs"]
 mod e2e;
 #[path = "bench/emulator.rs"]
@@ -77,6 +81,8 @@ enum Scenario {
     E2eJava(java::E2eJavaArgs),
     /// Crash failover and graceful handoff times, kcl-rs and Java KCL on the same workload (needs the emulators).
     FailoverJava(java::FailoverJavaArgs),
+    /// CPU per record of kcl-rs's own GetRecords decoders, JSON and CBOR (in process, no emulators).
+    Decode(decode::DecodeArgs),
     /// Per-key parallelism within one shard for a slow processor (in memory, no emulators).
     Parallel(parallel::ParallelArgs),
     /// Lease coordination: store requests per lease-hour in both renewal modes, convergence, failover, handoff.
@@ -102,6 +108,7 @@ async fn main() {
         Scenario::E2eJava(args) => java::e2e(args).await,
         Scenario::FailoverJava(args) => java::failover(args).await,
         Scenario::Parallel(args) => parallel::run(args).await,
+        Scenario::Decode(args) => decode::run(args).await,
         Scenario::Leases(args) => leases::run(args).await,
         Scenario::Scale(args) => scale::run(args).await,
         Scenario::E2eConsume(args) => match e2e::consume(args, started).await {

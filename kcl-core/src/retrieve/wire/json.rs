@@ -56,6 +56,10 @@ struct Range<'a> {
 }
 
 pub(super) fn decode_get_records(body: &bytes::Bytes) -> Result<GetRecordsOutput<Arc<str>>, String> {
+    // serde would also accept an array for a struct; a GetRecords response is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("the body is not a JSON object".into());
+    }
     let response: Response<'_> = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let records = response.records.unwrap_or_default();
     let mut assembler = Assembler {

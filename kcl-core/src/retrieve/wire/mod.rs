@@ -67,9 +67,10 @@ impl WireFormat {
     /// The error a failed (non-2xx) response stands for: its code from the `x-amzn-ErrorType` header or the body's
     /// `__type`, classified like the SDK path's errors.
     pub fn decode_error(self, status: u16, error_type_header: Option<&str>, body: &[u8]) -> ApiError {
+        // A proxy or load balancer in between may answer in the other format (or in neither): try both.
         let (body_code, message) = match self {
-            Self::Json => json::error_fields(body),
-            Self::Cbor => cbor::error_fields(body),
+            Self::Json => or_else(json::error_fields(body), || cbor::error_fields(body)),
+            Self::Cbor => or_else(cbor::error_fields(body), || json::error_fields(body)),
         };
         let code = error_type_header.map(str::to_owned).or(body_code).map(|c| bare_error_code(&c).to_owned());
         let kind = classify_code(code.as_deref(), status);
@@ -81,6 +82,13 @@ impl WireFormat {
         };
         ApiError::new(kind, format!("GetRecords: {text}"))
     }
+}
+
+fn or_else(
+    fields: (Option<String>, Option<String>),
+    other: impl FnOnce() -> (Option<String>, Option<String>),
+) -> (Option<String>, Option<String>) {
+    if fields.0.is_some() { fields } else { other() }
 }
 
 /// `aws.protocol#Foo:http://...` and `com.amazonaws.kinesis#Foo` both name `Foo`.
@@ -181,9 +189,14 @@ fn child_shard(
     Ok(ChildShard { shard_id, parent_shard_ids: parents, hash_key_range })
 }
 
-/// An arrival time from seconds since the epoch; `None` for values no `SystemTime` holds.
+/// An arrival time from seconds since the epoch, to the nearest microsecond (binary fractions such as
+/// `0.123` land exactly on the millisecond the service meant); `None` for values no `SystemTime` holds.
 fn time_from_secs(seconds: f64) -> Option<SystemTime> {
-    SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(seconds).ok()?)
+    let micros = (seconds * 1e6).round();
+    if !(0.0..=u64::MAX as f64).contains(&micros) {
+        return None;
+    }
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(micros as u64))
 }
 
 /// A lag from the wire; a negative one (a service bug) reads as caught up, as on the SDK path.

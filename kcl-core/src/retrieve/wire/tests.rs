@@ -90,8 +90,10 @@ fn malformed_json_bodies_are_retryable_dispatch_errors() {
 #[test]
 fn error_bodies_classify_like_the_sdk_path() {
     let json = |code: &str| format!(r#"{{"__type":"{code}","message":"m"}}"#).into_bytes();
-    type Case = (WireFormat, u16, Option<&'static str>, Vec<u8>, ApiErrorKind);
-    let cases: [Case; 10] = [
+    /// Format, HTTP status, `x-amzn-ErrorType`, body, expected classification.
+    type Case<'a> = (WireFormat, u16, Option<&'a str>, Vec<u8>, ApiErrorKind);
+    let cases: [Case<'_>; 11] = [
+        (WireFormat::Cbor, 400, None, json("ProvisionedThroughputExceededException"), ApiErrorKind::Throttled),
         (WireFormat::Json, 400, None, json("ProvisionedThroughputExceededException"), ApiErrorKind::Throttled),
         (WireFormat::Json, 400, None, json("com.amazonaws.kinesis#LimitExceededException"), ApiErrorKind::Throttled),
         (WireFormat::Json, 400, None, json("ExpiredIteratorException"), ApiErrorKind::ExpiredIterator),
