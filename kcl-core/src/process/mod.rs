@@ -13,6 +13,6 @@ pub use batch::Batch;
 pub use checkpointer::{CheckpointSink, Checkpointer};
 pub use failure::{FailedRecords, FailureDestination, FailureReason, JsonLinesDestination, KinesisStreamDestination};
 pub use filter::{JsonFilter, RecordFilter};
-pub use outcome::{BatchFailure, BatchResult};
+pub use outcome::{BatchFailure, BatchResult, ProcessorError};
 pub use policy::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RetryPolicy};
-pub use processor::{InitializeInput, LeaseLostInput, ProcessorError, ProcessorFactory, RecordProcessor};
+pub use processor::{InitializeInput, LeaseLostInput, ProcessorFactory, RecordProcessor};
