@@ -10,7 +10,7 @@
 //! Storage for leases and checkpoints goes through the [`lease::LeaseStore`] trait only; this crate never names
 //! DynamoDB (see `kcl-dynamo-lease` for that store).
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod deaggregate;
 pub mod discover;

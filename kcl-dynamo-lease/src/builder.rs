@@ -8,27 +8,10 @@ use crate::error::DynamoLeaseError;
 use crate::fleet_version;
 use crate::schema::{LEASE_KEY, WORKER_ID};
 use crate::store::DynamoLeaseStore;
-use crate::table::{self, IndexState, TableSpec};
+use crate::table::{self, BillingMode, IndexState, TableSpec};
 
 /// Suffix of the default worker heartbeat table name: `<lease table>-WorkerHeartbeats`.
 pub const HEARTBEAT_TABLE_SUFFIX: &str = "-WorkerHeartbeats";
-
-/// How a table this store creates is billed. Has no effect on an existing table (as in Java KCL, which never changes
-/// the billing mode of a table it did not create).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum BillingMode {
-    /// On-demand capacity. The default, as in Java KCL 2.x and 3.x (`LeaseManagementConfig.billingMode`).
-    #[default]
-    PayPerRequest,
-    /// Provisioned capacity, as in Java KCL 1.x (`initialLeaseTableReadCapacity` / `initialLeaseTableWriteCapacity`,
-    /// both 10 there). The owner index, when created, gets the same capacity.
-    Provisioned {
-        /// Read capacity units (at least 1).
-        read_capacity_units: i64,
-        /// Write capacity units (at least 1).
-        write_capacity_units: i64,
-    },
-}
 
 /// Builds a [`DynamoLeaseStore`]; see each option for its default and its Java KCL equivalent.
 #[derive(Debug, Clone)]
@@ -233,4 +216,12 @@ impl DynamoLeaseStoreBuilder {
 /// left alone rather than replaced).
 fn has_owner_index(table: &aws_sdk_dynamodb::types::TableDescription) -> bool {
     table.global_secondary_indexes().iter().any(|i| i.index_name() == Some(table::LEASE_OWNER_INDEX_NAME))
+}
+
+impl DynamoLeaseStore {
+    /// Starts building a store on `table_name` with `client` (its region, credentials, retry and timeout settings
+    /// are used as they are; a timeout surfaces as a transient error).
+    pub fn builder(client: Client, table_name: impl Into<String>) -> DynamoLeaseStoreBuilder {
+        DynamoLeaseStoreBuilder::new(client, table_name.into())
+    }
 }

@@ -8,8 +8,7 @@
 //! index still lists under an owner that no longer holds them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
@@ -27,45 +26,6 @@ const OP: &str = "list_leases_by_owner";
 const BATCH_GET_MAX_KEYS: usize = 100;
 /// How often unprocessed keys (throttling inside a batch) are retried before giving up with a transient error.
 const BATCH_GET_ATTEMPTS: u32 = 8;
-
-/// The store's view of the index: when it is pending, DescribeTable is asked at most once per `recheck`.
-#[derive(Debug)]
-pub(crate) struct OwnerIndex {
-    state: Mutex<(IndexState, Instant)>,
-    recheck: Duration,
-}
-
-impl OwnerIndex {
-    pub(crate) fn new(state: IndexState, recheck: Duration) -> Self {
-        Self { state: Mutex::new((state, Instant::now() + recheck)), recheck }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, (IndexState, Instant)> {
-        // The guarded value is two plain fields, each always valid: a panic elsewhere cannot leave it torn.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn is_active(&self) -> bool {
-        self.lock().0 == IndexState::Active
-    }
-
-    /// Whether it is time to ask DynamoDB again about a pending index (and if so, pushes the next check out, so that
-    /// concurrent callers do not all ask).
-    fn due_for_recheck(&self) -> bool {
-        let mut guard = self.lock();
-        let now = Instant::now();
-        if guard.0 == IndexState::Pending && now >= guard.1 {
-            guard.1 = now + self.recheck;
-            return true;
-        }
-        false
-    }
-
-    fn set(&self, state: IndexState) {
-        let mut guard = self.lock();
-        *guard = (state, Instant::now() + self.recheck);
-    }
-}
 
 impl DynamoLeaseStore {
     /// The owner's leases through the index, or `None` when the index cannot be used now (then the caller scans).
@@ -189,6 +149,7 @@ fn index_missing(code: Option<&str>, message: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table::OwnerIndex;
 
     #[test]
     fn recheck_only_when_pending_and_due() {

@@ -1,33 +1,27 @@
-//! [`DynamoLeaseStore`]: the struct, request accounting, reads and paging, and the [`LeaseStore`] impl that ties the
-//! per-concern modules (`writes`, `owner_index`, `heartbeat`) together.
+//! [`DynamoLeaseStore`]: the struct, request accounting, reads and paging. The per-concern modules (`writes`,
+//! `owner_index`, `heartbeat`) add its operations and `lease_store` ties them into the `LeaseStore` impl.
 
 use std::future::Future;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
-use bytes::Bytes;
-use kcl_core::ExtendedSequenceNumber;
-use kcl_core::lease::{
-    Lease, LeaseFence, LeasePage, LeaseStore, LeaseStoreError, PageToken, RequestCounts, WorkerHeartbeat,
-};
+use kcl_core::lease::{LeasePage, LeaseStoreError, PageToken, RequestCounts};
 
-use crate::builder::DynamoLeaseStoreBuilder;
 use crate::error::{classify, to_store_error};
 use crate::fleet_version;
 use crate::metrics::{Counters, Kind};
-use crate::owner_index::OwnerIndex;
 use crate::schema::{self, Item, LEASE_KEY};
-use crate::table::IndexState;
+use crate::table::{IndexState, OwnerIndex};
 
-/// A [`LeaseStore`] in a DynamoDB table with Java KCL's lease schema.
+/// A [`LeaseStore`](kcl_core::lease::LeaseStore) in a DynamoDB table with Java KCL's lease schema.
 ///
 /// Build it with [`DynamoLeaseStore::builder`]. Every write is one conditional DynamoDB request (take may need two,
-/// see [`LeaseStore::take_lease`] below), every read is strongly consistent, and nothing is cached, so the contract
-/// in [`kcl_core::lease`] holds across processes. Share one store per process behind an `Arc`.
+/// see [`LeaseStore::take_lease`](kcl_core::lease::LeaseStore::take_lease)), every read is strongly consistent,
+/// and nothing is cached, so the contract in [`kcl_core::lease`] holds across processes. Share one store per
+/// process behind an `Arc`.
 pub struct DynamoLeaseStore {
     pub(crate) client: Client,
     pub(crate) table: String,
@@ -50,12 +44,6 @@ impl std::fmt::Debug for DynamoLeaseStore {
 }
 
 impl DynamoLeaseStore {
-    /// Starts building a store on `table_name` with `client` (its region, credentials, retry and timeout settings
-    /// are used as they are; a timeout surfaces as a transient error).
-    pub fn builder(client: Client, table_name: impl Into<String>) -> DynamoLeaseStoreBuilder {
-        DynamoLeaseStoreBuilder::new(client, table_name.into())
-    }
-
     pub(crate) fn new(
         client: Client,
         table: String,
@@ -142,7 +130,11 @@ impl DynamoLeaseStore {
         Ok(output.item)
     }
 
-    async fn scan_page(&self, page: Option<PageToken>, page_size: usize) -> Result<LeasePage, LeaseStoreError> {
+    pub(crate) async fn scan_page(
+        &self,
+        page: Option<PageToken>,
+        page_size: usize,
+    ) -> Result<LeasePage, LeaseStoreError> {
         const OP: &str = "list_leases";
         let start = page.map(|token| decode_token(&token)).transpose()?;
         // The trait allows fewer than asked; DynamoDB needs at least 1 (0 is treated as 1, as MemoryLeaseStore does).
@@ -204,108 +196,6 @@ fn decode_token(token: &PageToken) -> Result<String, LeaseStoreError> {
         .collect::<Option<Vec<u8>>>()
         .ok_or_else(invalid)?;
     String::from_utf8(bytes).map_err(|_| invalid())
-}
-
-#[async_trait]
-impl LeaseStore for DynamoLeaseStore {
-    /// PutItem of the whole item (the only whole-item write) with `attribute_not_exists(leaseKey)`.
-    async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
-        self.create(lease).await
-    }
-
-    /// Consistent GetItem. An item this store cannot read is logged and reported as absent.
-    async fn get_lease(&self, lease_key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        Ok(self.get_item("get_lease", lease_key).await?.and_then(|item| schema::lease_or_skip(&self.table, &item)))
-    }
-
-    /// One consistent Scan request with `Limit = page_size`. Unreadable items and other KCL entities are skipped, so
-    /// a page can be shorter than the limit (even empty) and still have a next page; the last page may be empty.
-    async fn list_leases(&self, page: Option<PageToken>, page_size: usize) -> Result<LeasePage, LeaseStoreError> {
-        self.scan_page(page, page_size).await
-    }
-
-    /// With an active `LeaseOwnerToLeaseKeyIndex`: a Query of the index for the keys, then consistent BatchGetItem
-    /// of the items, re-checked against `owner`. The index itself is eventually consistent, so a lease acquired
-    /// a moment ago can be missing from the result (never one the owner no longer holds). Without the index: a
-    /// consistent scan of the table.
-    async fn list_leases_by_owner(&self, owner: &str) -> Result<Vec<Lease>, LeaseStoreError> {
-        if let Some(leases) = self.list_by_owner_index(owner).await? {
-            return Ok(leases);
-        }
-        let mut all = self.list_all_leases().await?;
-        all.retain(|lease| lease.lease_owner.as_deref() == Some(owner));
-        Ok(all)
-    }
-
-    async fn renew_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError> {
-        self.renew(fence).await
-    }
-
-    /// An UpdateItem conditioned on the counter (and on the item existing). To count an owner switch exactly when
-    /// the owner changes, the first attempt also requires the stored owner to differ from `new_owner` (the usual
-    /// case); if that was the only reason it failed, a second attempt takes it without counting a switch.
-    async fn take_lease(
-        &self,
-        lease_key: &str,
-        expected_counter: u64,
-        new_owner: &str,
-    ) -> Result<Lease, LeaseStoreError> {
-        self.take(lease_key, expected_counter, new_owner).await
-    }
-
-    async fn release_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError> {
-        self.release(fence).await
-    }
-
-    async fn evict_lease(&self, lease_key: &str, expected_owner: &str) -> Result<u64, LeaseStoreError> {
-        self.evict(lease_key, expected_owner).await
-    }
-
-    async fn assign_for_handoff(&self, fence: &LeaseFence, new_owner: &str) -> Result<u64, LeaseStoreError> {
-        self.handoff(fence, new_owner).await
-    }
-
-    async fn update_checkpoint(
-        &self,
-        fence: &LeaseFence,
-        checkpoint: &ExtendedSequenceNumber,
-    ) -> Result<u64, LeaseStoreError> {
-        self.checkpoint(fence, checkpoint).await
-    }
-
-    async fn prepare_checkpoint(
-        &self,
-        fence: &LeaseFence,
-        pending: &ExtendedSequenceNumber,
-        state: Option<Bytes>,
-    ) -> Result<u64, LeaseStoreError> {
-        self.prepare(fence, pending, state).await
-    }
-
-    async fn update_child_shards(
-        &self,
-        fence: &LeaseFence,
-        child_shard_ids: &[String],
-    ) -> Result<u64, LeaseStoreError> {
-        self.child_shards(fence, child_shard_ids).await
-    }
-
-    /// Unconditional DeleteItem (deleting an absent item succeeds in DynamoDB too).
-    async fn delete_lease(&self, lease_key: &str) -> Result<(), LeaseStoreError> {
-        self.delete(lease_key).await
-    }
-
-    async fn renew_heartbeat(&self, worker_id: &str, expected_counter: Option<u64>) -> Result<u64, LeaseStoreError> {
-        self.heartbeat(worker_id, expected_counter).await
-    }
-
-    async fn list_heartbeats(&self) -> Result<Vec<WorkerHeartbeat>, LeaseStoreError> {
-        self.heartbeats().await
-    }
-
-    async fn delete_heartbeat(&self, worker_id: &str) -> Result<(), LeaseStoreError> {
-        self.remove_heartbeat(worker_id).await
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Table management for the builder: describe, create, check the key schema, wait until usable, and the
 //! `LeaseOwnerToLeaseKeyIndex` global secondary index.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -11,10 +12,26 @@ use aws_sdk_dynamodb::types::{
     ProvisionedThroughput, ScalarAttributeType, TableDescription, TableStatus,
 };
 
-use crate::builder::BillingMode;
 use crate::error::{DynamoLeaseError, classify};
 use crate::metrics::{Kind, record_metric};
 use crate::schema::{LEASE_KEY, LEASE_OWNER};
+
+/// How a table this store creates is billed. Has no effect on an existing table (as in Java KCL, which never changes
+/// the billing mode of a table it did not create).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BillingMode {
+    /// On-demand capacity. The default, as in Java KCL 2.x and 3.x (`LeaseManagementConfig.billingMode`).
+    #[default]
+    PayPerRequest,
+    /// Provisioned capacity, as in Java KCL 1.x (`initialLeaseTableReadCapacity` / `initialLeaseTableWriteCapacity`,
+    /// both 10 there). The owner index, when created, gets the same capacity.
+    Provisioned {
+        /// Read capacity units (at least 1).
+        read_capacity_units: i64,
+        /// Write capacity units (at least 1).
+        write_capacity_units: i64,
+    },
+}
 
 /// Name of the global secondary index Java KCL 3.x adds to the lease table: hash `leaseOwner`, range `leaseKey`,
 /// keys only. Used to find one worker's leases without scanning the table.
@@ -283,5 +300,44 @@ pub(crate) async fn add_owner_index(client: &Client, table: &TableDescription, n
             );
             IndexState::Pending
         }
+    }
+}
+
+/// The store's view of the index: when it is pending, DescribeTable is asked at most once per `recheck`.
+#[derive(Debug)]
+pub(crate) struct OwnerIndex {
+    state: Mutex<(IndexState, Instant)>,
+    recheck: Duration,
+}
+
+impl OwnerIndex {
+    pub(crate) fn new(state: IndexState, recheck: Duration) -> Self {
+        Self { state: Mutex::new((state, Instant::now() + recheck)), recheck }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, (IndexState, Instant)> {
+        // The guarded value is two plain fields, each always valid: a panic elsewhere cannot leave it torn.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.lock().0 == IndexState::Active
+    }
+
+    /// Whether it is time to ask DynamoDB again about a pending index (and if so, pushes the next check out, so that
+    /// concurrent callers do not all ask).
+    pub(crate) fn due_for_recheck(&self) -> bool {
+        let mut guard = self.lock();
+        let now = Instant::now();
+        if guard.0 == IndexState::Pending && now >= guard.1 {
+            guard.1 = now + self.recheck;
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn set(&self, state: IndexState) {
+        let mut guard = self.lock();
+        *guard = (state, Instant::now() + self.recheck);
     }
 }

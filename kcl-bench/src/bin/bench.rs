@@ -77,8 +77,6 @@ enum Scenario {
     Latency(latency::LatencyArgs),
     /// End-to-end consumption of a pre-filled stream by a separate process (needs the emulators).
     E2e(e2e::E2eArgs),
-    /// `e2e` through kcl-rs and the Java KCL peer (interop/java-kcl), interleaved (needs the emulators and Maven).
-    E2eJava(java::E2eJavaArgs),
     /// Crash failover and graceful handoff times, kcl-rs and Java KCL on the same workload (needs the emulators).
     FailoverJava(java::FailoverJavaArgs),
     /// CPU per record of kcl-rs's own GetRecords decoders, JSON and CBOR (in process, no emulators).
@@ -105,7 +103,6 @@ async fn main() {
         Scenario::Overhead(args) => overhead::run(args).await,
         Scenario::Latency(args) => latency::run(args).await,
         Scenario::E2e(args) => e2e::run(args).await,
-        Scenario::E2eJava(args) => java::e2e(args).await,
         Scenario::FailoverJava(args) => java::failover(args).await,
         Scenario::Parallel(args) => parallel::run(args).await,
         Scenario::Decode(args) => decode::run(args).await,

@@ -4,8 +4,11 @@
 
 use std::fmt;
 
-use super::ProcessorError;
 use crate::types::{ExtendedSequenceNumber, Record};
+
+/// An error a processor returns to say "this batch was not processed". The framework retries the batch with
+/// backoff; the checkpoint does not move past it.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The outcome of one `process_records` call.
 ///

@@ -2,12 +2,9 @@
 
 use async_trait::async_trait;
 
+use super::outcome::ProcessorError;
 use super::{Batch, BatchResult, Checkpointer};
 use crate::types::ExtendedSequenceNumber;
-
-/// An error a processor returns to say "this batch was not processed". The framework retries the batch with
-/// backoff; the checkpoint does not move past it.
-pub type ProcessorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a processor learns when it starts on a shard.
 #[derive(Clone, Debug)]

@@ -47,7 +47,7 @@ impl Retrieval {
 ///
 /// | setting | default | Java KCL |
 /// |---|---|---|
-/// | [`worker_id`](Self::worker_id) | host name + random suffix | `workerIdentifier` |
+/// | [`worker_id`](Self::worker_id) | host name, process id and a random suffix | `workerIdentifier` |
 /// | [`initial_position`](Self::initial_position) | `LATEST` | `initialPositionInStream` (`LATEST`) |
 /// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
 /// | [`retrieval`](Self::retrieval) | [`Retrieval::Polling`] with [`PollingConfig::default`] (10000 records, 1.5 s idle) | `RetrievalConfig.retrievalSpecificConfig` (KCL 2+ defaults to fan-out) |
@@ -421,9 +421,33 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     }
 }
 
-/// `HOSTNAME` (or `worker`) plus a random suffix, so two processes on one host never share an id.
+/// The host name (from the OS, else `HOSTNAME`, else `worker`) plus the process id and a random suffix, so two
+/// processes on one host never share an id, and a restarted process does not reuse its predecessor's.
 fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".to_owned());
-    let suffix = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
-    format!("{host}-{:08x}", suffix as u32)
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let random =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::time::SystemTime::now());
+    format!("{host}-{}-{:08x}", std::process::id(), random as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_worker_id;
+
+    #[test]
+    fn default_worker_ids_name_the_host_and_process_and_differ() {
+        let (a, b) = (default_worker_id(), default_worker_id());
+        assert_ne!(a, b, "two workers of one process must not share an id");
+        let pid = format!("-{}-", std::process::id());
+        assert!(a.contains(&pid), "{a} should contain the process id");
+        let host = hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty());
+        if let Some(host) = host {
+            assert!(a.starts_with(&format!("{host}-")), "{a} should start with the host name {host}");
+        }
+    }
 }

@@ -38,6 +38,7 @@
 mod builder;
 mod control;
 mod pause;
+mod running;
 mod streams;
 
 use std::collections::HashMap;
@@ -51,13 +52,14 @@ use tracing::Instrument;
 pub use builder::{Retrieval, WorkerBuilder};
 use control::CoordinatorControl;
 pub use pause::PauseHandle;
+use running::{Running, set_once};
 use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
 use crate::error::KclError;
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
-use crate::lifecycle::{ConsumerConfig, ConsumerExit, PauseGate, ShardConsumer, StopReason, StopSignal};
+use crate::lifecycle::{ConsumerConfig, ConsumerExit, PauseGate, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::RecordSource;
 use crate::types::InitialPosition;
@@ -128,13 +130,6 @@ impl<F> std::fmt::Debug for Worker<F> {
             .field("worker_id", &self.parts.worker_id)
             .finish_non_exhaustive()
     }
-}
-
-/// A running shard consumer, as the worker tracks it.
-struct Running {
-    stop: watch::Sender<Option<StopReason>>,
-    /// The lease's stream identifier (multi-stream applications).
-    stream: Option<String>,
 }
 
 impl<F: ProcessorFactory> Worker<F> {
@@ -362,47 +357,6 @@ impl<F: ProcessorFactory> Worker<F> {
         tasks.shutdown().await;
         result
     }
-}
-
-fn set_once(current: &mut Option<StopReason>, reason: StopReason) -> bool {
-    // A loss overrides a pending graceful stop (checkpoints would fail anyway); otherwise the first request wins.
-    match current {
-        None => {
-            *current = Some(reason);
-            true
-        }
-        Some(StopReason::LeaseLost) => false,
-        Some(_) if reason == StopReason::LeaseLost => {
-            *current = Some(reason);
-            true
-        }
-        Some(_) => false,
-    }
-}
-
-fn start_consumer<F: ProcessorFactory>(
-    tasks: &mut JoinSet<(String, ConsumerExit)>,
-    running: &mut HashMap<String, Running>,
-    consumer: &Arc<ShardConsumer>,
-    factory: &Arc<F>,
-    lease: Lease,
-) {
-    let (stop_tx, stop) = StopSignal::new();
-    let lease_key = lease.lease_key.clone();
-    let stream = lease.stream_identifier.clone();
-    let consumer = consumer.clone();
-    let factory = factory.clone();
-    metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).increment(1.0);
-    tasks.spawn(
-        async move {
-            let key = lease.lease_key.clone();
-            let exit = consumer.run(lease, &*factory, stop).await;
-            metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).decrement(1.0);
-            (key, exit)
-        }
-        .in_current_span(),
-    );
-    running.insert(lease_key, Running { stop: stop_tx, stream });
 }
 
 async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str, exit: ConsumerExit) {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use tokio::task::JoinSet;
 
-use super::{Running, set_once, start_consumer};
+use super::running::{Running, set_once, start_consumer};
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
 use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;

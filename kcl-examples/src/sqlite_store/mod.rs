@@ -70,6 +70,7 @@
 //!
 //! [`LeaseStoreError::Transient`]: kcl_core::lease::LeaseStoreError::Transient
 
+mod failure;
 mod pool;
 mod schema;
 mod store;

@@ -8,7 +8,7 @@ use kcl_core::types::ExtendedSequenceNumber;
 use rusqlite::types::ValueRef;
 use rusqlite::{Row, Statement, params};
 
-use super::pool::Failure;
+use super::failure::Failure;
 
 /// Every lease column, in the order rows are read and inserted.
 const COLUMNS: &str = "lease_key, lease_owner, lease_counter, owner_switches_since_checkpoint, checkpoint, \

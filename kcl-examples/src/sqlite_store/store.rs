@@ -8,7 +8,7 @@ use kcl_core::types::ExtendedSequenceNumber;
 use rusqlite::{Connection, OptionalExtension, Params, Rows, params};
 
 use super::SqliteLeaseStore;
-use super::pool::Failure;
+use super::failure::Failure;
 use super::schema::{Statements, Unreadable, id_list, insert, position, read_lease};
 
 /// Turns up to `max` rows into leases, skipping (with a warning) the ones that do not parse. Returns the leases,

@@ -52,7 +52,7 @@ pub enum SlotState {
 pub struct TermExit {
     /// The worker id.
     pub worker: String,
-    /// Exit code (`None`: killed by a signal, or hung and killed after [`TERM_TIMEOUT`]).
+    /// Exit code (`None`: killed by a signal, or hung and killed after `TERM_TIMEOUT`).
     pub code: Option<i32>,
     /// How long it took.
     pub took: Duration,

@@ -18,7 +18,7 @@
 //!    killed). Counts per cause are reported.
 //! 4. **Final checkpoints.** `SHARD_END` for closed shards (or the lease deleted after an accepted `SHARD_END`),
 //!    the last put position for open ones.
-//! 5. **No zombie checkpoint was accepted.** See [`leases`]: the lease history is rebuilt from every worker's
+//! 5. **No zombie checkpoint was accepted.** See the `leases` module: the lease history is rebuilt from every worker's
 //!    journaled lease writes and their results. The lease counter is a fencing token that every accepted write moves
 //!    up by exactly one, so the accepted writes of a lease form one chain. An accepted write from a worker that had
 //!    lost the lease shows up as a fork (two accepted writes against the same counter) or as a write whose fence

@@ -30,6 +30,7 @@ use crate::contender::{ChildRun, Contender, RunInput};
 use crate::emulator::{self, EndpointArgs};
 use crate::milestone::{Milestone, json_of};
 use crate::report::Report;
+use kcl_tests::interop::JavaBuild;
 
 /// Options of `bench e2e`.
 #[derive(Args, Debug, Clone)]
@@ -50,7 +51,8 @@ pub struct E2eArgs {
     rounds: usize,
     /// Built-in contenders, in order; the first is the base of the ratios. `bare`: the SDK `GetRecords` loop;
     /// `kcl-rs`: a kcl-rs worker (default settings); `kcl-rs-json` / `kcl-rs-cbor` / `kcl-rs-sdk`: the same with
-    /// `GetRecords` decoded by kcl-rs in JSON / in CBOR / by the AWS SDK.
+    /// `GetRecords` decoded by kcl-rs in JSON / in CBOR / by the AWS SDK; `java-kcl2` / `java-kcl3`: the Java KCL
+    /// peer (`interop/java-kcl`, built by `scripts/test`) with amazon-kinesis-client 2.7.2 / 3.5.1.
     #[arg(long, value_delimiter = ',', default_values_t = vec!["bare".to_owned(), "kcl-rs".to_owned()])]
     contenders: Vec<String>,
     /// One more contender, `NAME=COMMAND` (split at spaces; `{stream}`, `{table}`, `{expect}`, `{region}`,
@@ -165,9 +167,12 @@ fn contenders(args: &E2eArgs) -> Result<Vec<Contender>, String> {
                 .concat();
                 Contender::this_binary(name, &words, args.consumer_wrapper.as_deref())?
             }
+            "java-kcl2" => crate::java::java_contender(name, JavaBuild::Kcl2, args.timeout_secs)?,
+            "java-kcl3" => crate::java::java_contender(name, JavaBuild::Kcl3, args.timeout_secs)?,
             other => {
                 return Err(format!(
-                    "unknown built-in contender {other:?} (known: bare, kcl-rs, kcl-rs-json, kcl-rs-cbor, kcl-rs-sdk)"
+                    "unknown built-in contender {other:?} (known: bare, kcl-rs, kcl-rs-json, kcl-rs-cbor, kcl-rs-sdk, \
+                     java-kcl2, java-kcl3)"
                 ));
             }
         };

@@ -1,28 +1,21 @@
-//! Java KCL as a contender, beside kcl-rs, on the same emulators:
+//! Java KCL beside kcl-rs on the same emulators:
 //!
-//! * `e2e-java`: the `e2e` workload (a pre-filled stream, default 4 shards × 5000 records × 100 B, DynamoDB leases,
-//!   checkpoint per batch, start-up included) consumed by a kcl-rs process (`bench e2e-consume`) and by the Java KCL
-//!   peer (`interop/java-kcl`, `--expect N` mode: counts, checkpoints every batch, exits after N records),
-//!   interleaved run by run, each on a fresh stream and table. Per contender: wall time (spawn to exit), CPU µs per
-//!   record and peak RSS (`getrusage(RUSAGE_CHILDREN)` of that child only), time to the first record (reported by
-//!   the child: since `main` for kcl-rs, since JVM start for Java).
+//! * [`java_contender`]: the Java KCL peer (`interop/java-kcl`, `--expect N` mode: counts, checkpoints every batch,
+//!   exits after N records) as a contender of `bench e2e` (`--contenders bare,kcl-rs,java-kcl2`), so the bare SDK
+//!   loop, kcl-rs and Java KCL consume the same pre-filled stream interleaved, round by round.
 //! * `failover-java`: two workers of one kind on a 4-shard stream with a producer running; one is killed (`kill -9`)
 //!   or stopped (SIGTERM); the figure is, per shard it was processing, the time until the survivor delivered a
 //!   record of that shard. kcl-rs (`verify-worker`) and Java KCL runs alternate.
-//!
-//! The Java contender is a child command like any other ([`java_command`]), so it plugs into a multi-contender
-//! runner as is.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use kcl_tests::interop::{Fleet, JavaBuild, Kind, Producer, Spec, java_peer, wait_deliveries};
-use serde_json::Value;
 
-use crate::emulator::{self, EndpointArgs, Endpoints};
-use crate::report::{Report, Usage};
+use crate::contender::Contender;
+use crate::emulator::{self, EndpointArgs};
+use crate::report::Report;
 
 /// Which Java KCL build.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -42,146 +35,23 @@ impl JavaArg {
     }
 }
 
-/// Options of `bench e2e-java`.
-#[derive(Args, Debug, Clone)]
-pub struct E2eJavaArgs {
-    #[command(flatten)]
-    endpoints: EndpointArgs,
-    /// Shards of the stream.
-    #[arg(long, default_value_t = 4)]
-    shards: i32,
-    /// Records put into each shard before the consumer starts.
-    #[arg(long, default_value_t = 5000)]
-    records_per_shard: usize,
-    /// Bytes per record.
-    #[arg(long, default_value_t = 100)]
-    record_bytes: usize,
-    /// Runs per contender, interleaved.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// The Java KCL build.
-    #[arg(long, value_enum, default_value_t = JavaArg::Kcl2)]
-    java: JavaArg,
-    /// Give up on a consumer after this many seconds.
-    #[arg(long, default_value_t = 180)]
-    timeout_secs: u64,
-}
-
-/// The Java KCL peer consuming `stream` with lease table `table` until `expect` records were delivered.
-pub fn java_command(
-    build: JavaBuild,
-    endpoints: &Endpoints,
-    stream: &str,
-    table: &str,
-    expect: u64,
-    timeout_secs: u64,
-) -> Result<std::process::Command, String> {
-    let mut command = std::process::Command::new("java");
-    command
-        .args(["-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", &java_peer(build)?, "dev.kclrs.interop.Peer"])
-        .args(["--stream", stream, "--app", table, "--worker-id", "bench"])
-        .args(["--kinesis-endpoint", &endpoints.kinesis, "--dynamodb-endpoint", &endpoints.dynamodb])
-        .args(["--expect", &expect.to_string(), "--timeout-secs", &timeout_secs.to_string()]);
+/// The Java KCL peer as an `e2e` contender (`java-kcl2` / `java-kcl3`): consumes `{stream}` with lease table `{table}`
+/// until `{expect}` records were delivered, checkpointing every batch; it prints `{"milestone":"first_record"}` at its
+/// first record and `{"records":N,...}` when done.
+pub fn java_contender(name: &str, build: JavaBuild, timeout_secs: u64) -> Result<Contender, String> {
+    let classpath = java_peer(build)?;
+    let mut words: Vec<String> = ["java", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", classpath.as_str()]
+        .into_iter()
+        .chain(["dev.kclrs.interop.Peer", "--stream", "{stream}", "--app", "{table}", "--worker-id", "bench"])
+        .chain(["--kinesis-endpoint", "{kinesis_endpoint}", "--dynamodb-endpoint", "{dynamodb_endpoint}"])
+        .chain(["--expect", "{expect}", "--timeout-secs"])
+        .map(str::to_owned)
+        .collect();
+    words.push(timeout_secs.to_string());
     if matches!(build, JavaBuild::Kcl3) {
-        command.args(["--client-version", "3x"]);
+        words.extend(["--client-version".to_owned(), "3x".to_owned()]);
     }
-    Ok(command)
-}
-
-/// The kcl-rs contender: this binary's `e2e-consume`.
-fn rust_command(
-    endpoints: &Endpoints,
-    stream: &str,
-    table: &str,
-    expect: u64,
-    timeout_secs: u64,
-) -> Result<std::process::Command, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .args(["e2e-consume", "--stream", stream, "--table", table])
-        .args(["--expect", &expect.to_string(), "--timeout-secs", &timeout_secs.to_string()])
-        .args(["--kinesis-endpoint", &endpoints.kinesis, "--dynamodb-endpoint", &endpoints.dynamodb]);
-    Ok(command)
-}
-
-/// Runs a consumer child to its exit: wall, usage, its JSON result line.
-fn measure(mut command: std::process::Command) -> Result<(Duration, Usage, Value), Box<dyn std::error::Error>> {
-    let before = Usage::children();
-    let started = Instant::now();
-    // Blocking wait on purpose: nothing else runs in this process meanwhile, so it cannot disturb the child.
-    let output = command.stdin(Stdio::null()).stderr(Stdio::inherit()).output()?;
-    let wall = started.elapsed();
-    let usage = Usage::children().since(&before);
-    if !output.status.success() {
-        return Err(format!("the consumer process failed: {}", output.status).into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let child: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .ok_or_else(|| format!("the consumer printed no result: {stdout:?}"))?;
-    Ok((wall, usage, child))
-}
-
-pub async fn e2e(args: E2eJavaArgs) -> Result<Report, Box<dyn std::error::Error>> {
-    let endpoints = args.endpoints.resolve("e2e-java")?;
-    let kinesis = emulator::kinesis_client(&endpoints).await;
-    let dynamodb = emulator::dynamodb_client(&endpoints).await;
-    let expect = args.records_per_shard as u64 * u64::try_from(args.shards)?;
-    let build = args.java.build();
-    java_peer(build)?;
-    let mut report = Report::new("e2e-java");
-    report.param("shards", args.shards);
-    report.param("records_per_shard", args.records_per_shard as u64);
-    report.param("record_bytes", args.record_bytes as u64);
-    report.param("repeat", args.repeat as u64);
-    report.param("java", format!("{:?}", args.java));
-    report.note(
-        "contenders alternate run by run, each on a fresh pre-filled stream and lease table; wall = spawn to exit; \
-         CPU and max RSS = getrusage(RUSAGE_CHILDREN) of the consumer child only; first record: since main (kcl-rs), \
-         since JVM start (Java)",
-    );
-    for run in 0..args.repeat {
-        for contender in ["kcl_rs", "java"] {
-            let stream = emulator::unique_name("bench-e2e-java");
-            let table = format!("{stream}-leases");
-            emulator::create_stream(&kinesis, &stream, args.shards).await?;
-            let starts = emulator::shard_start_keys(&kinesis, &stream).await?;
-            let fills = starts.iter().enumerate().map(|(i, start)| {
-                emulator::fill_shard(&kinesis, &stream, start, i, args.records_per_shard, args.record_bytes)
-            });
-            for filled in futures::future::join_all(fills).await {
-                filled?;
-            }
-            eprintln!("e2e-java: run {} of {}: {contender}", run + 1, args.repeat);
-            let command = if contender == "java" {
-                java_command(build, &endpoints, &stream, &table, expect, args.timeout_secs)?
-            } else {
-                rust_command(&endpoints, &stream, &table, expect, args.timeout_secs)?
-            };
-            let outcome = measure(command);
-            emulator::clean_up(&kinesis, &dynamodb, &stream, &table).await;
-            let (wall, usage, child) = outcome?;
-            let cpu = usage.cpu().as_secs_f64();
-            let first = child.get("first_record").and_then(|m| m.get("ms")).and_then(Value::as_f64);
-            eprintln!(
-                "e2e-java: {contender}: wall {:.2} s, {:.2} µs/record, max RSS {:.1} MiB, first record {:?} ms",
-                wall.as_secs_f64(),
-                cpu * 1e6 / expect as f64,
-                usage.max_rss as f64 / (1 << 20) as f64,
-                first
-            );
-            report.metric(format!("{contender}_wall_time"), wall.as_secs_f64(), "s");
-            report.metric(format!("{contender}_cpu_per_record"), cpu * 1e6 / expect as f64, "us");
-            report.metric(format!("{contender}_max_rss"), usage.max_rss as f64 / (1 << 20) as f64, "MiB");
-            if let Some(first) = first {
-                report.metric(format!("{contender}_first_record_at"), first / 1e3, "s");
-            }
-        }
-    }
-    Ok(report)
+    Ok(Contender { name: name.to_owned(), words })
 }
 
 /// Options of `bench failover-java`.
