@@ -5,6 +5,7 @@
 //! acquisition. The next processor must start from that checkpoint, not from the acquisition's older copy: starting
 //! there redelivered records that were checkpointed, and its first checkpoint could move the stored one backwards.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,30 @@ impl RecordProcessor for Processor {
     }
 }
 
+/// Counts `kcl_leases_lost_total` (leases this worker lost without asking: self-fenced ones included), so the test
+/// waits for the self-fence itself rather than for a guess of how long it takes. Recorders are process-global; this
+/// file is its own test binary with one test.
+struct LeasesLost(Arc<AtomicU64>);
+
+impl metrics::Recorder for LeasesLost {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        if key.name() == kcl_core::telemetry::LEASES_LOST {
+            metrics::Counter::from_arc(self.0.clone())
+        } else {
+            metrics::Counter::noop()
+        }
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -64,6 +89,8 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_processors_last_checkpoint() {
+    let leases_lost = Arc::new(AtomicU64::new(0));
+    metrics::set_global_recorder(LeasesLost(leases_lost.clone())).expect("the only recorder of this binary");
     let stream = MemoryStream::new("reacquire", 1);
     let memory = Arc::new(MemoryLeaseStore::new());
     let faulty = Arc::new(FaultyLeaseStore::shared(memory.clone()));
@@ -95,7 +122,7 @@ async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_proc
     wait_for("the first processor to be stuck in its first batch", || seen.lock().unwrap().stuck).await;
     // Cut the worker off from its lease table for longer than a lease: it self-fences the lease.
     faulty.switch().set(FaultConfig::fail_all());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_for("the worker to self-fence the lease", || leases_lost.load(Ordering::Relaxed) >= 1).await;
     faulty.switch().heal();
     // Nobody else wants the lease: the worker gets it back (the stuck processor still holds the shard, so the next
     // one waits for it). Then the stuck processor finishes its batch and checkpoints it.

@@ -114,8 +114,12 @@ async fn zombie_is_fenced(mode: RenewalMode) {
     assert_eq!(zombie_leases.len(), 4);
     let partitioned_at = Instant::now();
     switch.set(FaultConfig::fail_all());
-    // What the zombie last wrote: read once any request it had in flight has landed (it cannot send new ones).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the zombie last wrote: read once every request it had in flight has returned (it cannot send new ones).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while switch.in_flight() > 0 {
+        assert!(Instant::now() < deadline, "the zombie's store calls did not return within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut stale_fences = Vec::new();
     for lease in &zombie_leases {
         let stored = fleet.dynamo.get_lease(lease).await.unwrap().unwrap();

@@ -56,13 +56,16 @@ async fn kinesis_clients_see_each_fault_kind() {
     let stream = unique_name("proxy");
     // Faults off: everything passes through, so the stream can be set up through the proxy.
     kinesis.create_stream().stream_name(&stream).shard_count(1).send().await.unwrap();
+    // kinesis-mock lists the shard once the stream is ACTIVE (it takes a moment after CreateStream).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let shard = loop {
         let shards = kinesis.list_shards().stream_name(&stream).send().await;
-        if let Ok(listed) = shards
+        if let Ok(listed) = &shards
             && let Some(shard) = listed.shards().first()
         {
             break shard.shard_id().to_owned();
         }
+        assert!(tokio::time::Instant::now() < deadline, "stream {stream} listed no shard within 30 s: {shards:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     kinesis
@@ -142,7 +145,13 @@ async fn dynamodb_clients_and_the_lease_store_see_each_fault_kind() {
     let lease = kcl_core::lease::Lease::new_for_shard("shard-1", kcl_core::ExtendedSequenceNumber::TrimHorizon);
     assert!(store.create_lease_if_not_exists(&lease).await.unwrap_err().is_retryable());
     control.set(None);
-    assert!(store.get_lease("shard-1").await.unwrap().is_some(), "the delayed write took effect");
+    // The proxy forwarded the write before the client gave up; on a loaded machine DynamoDB Local may apply it only
+    // after the client's timeout, so wait (bounded) for it rather than read once.
+    let deadline = tokio::time::Instant::now() + DELAY * 4;
+    while store.get_lease("shard-1").await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the delayed write never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     client.delete_table().table_name(&table).send().await.unwrap();
 }
 

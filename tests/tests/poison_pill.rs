@@ -8,9 +8,10 @@
 #[path = "pipeline/streams.rs"]
 mod streams;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -60,6 +61,58 @@ impl RecordProcessor for PoisonProcessor {
     }
 }
 
+/// `kcl_shard_blocks_total` per stream: the event that a blocked shard's lane gave up and halted (it delivers nothing
+/// more). Recorders are process-global; every test here has its own stream.
+#[derive(Default)]
+struct ShardBlocks(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+impl ShardBlocks {
+    fn installed() -> &'static ShardBlocks {
+        static BLOCKS: OnceLock<&'static ShardBlocks> = OnceLock::new();
+        BLOCKS.get_or_init(|| {
+            let blocks: &'static ShardBlocks = Box::leak(Box::default());
+            metrics::set_global_recorder(Recorder(blocks)).expect("the only recorder of this binary");
+            blocks
+        })
+    }
+
+    fn counter(&self, stream: &str) -> Arc<AtomicU64> {
+        self.0.lock().unwrap().entry(stream.to_owned()).or_default().clone()
+    }
+}
+
+struct Recorder(&'static ShardBlocks);
+
+impl metrics::Recorder for Recorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let stream = key.labels().find(|l| l.key() == "stream").map(|l| l.value().to_owned());
+        match stream {
+            Some(stream) if key.name() == kcl_core::telemetry::SHARD_BLOCKS => {
+                metrics::Counter::from_arc(self.0.counter(&stream))
+            }
+            _ => metrics::Counter::noop(),
+        }
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// What must have happened before the worker is stopped and the outcome read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// The stored checkpoint reached the last record (the shard flowed past the poison).
+    CheckpointAtLastRecord,
+    /// The shard's lane gave up on the poison and halted.
+    ShardBlocked,
+}
+
 struct Scenario {
     partial: bool,
     bisect: bool,
@@ -77,7 +130,8 @@ fn data(i: usize) -> String {
     if i == POISON { "poison".to_owned() } else { format!("r{i}") }
 }
 
-async fn run(scenario: Scenario, dir: &Path, until: impl Fn(&Seen) -> bool) -> Outcome {
+async fn run(scenario: Scenario, dir: &Path, until: impl Fn(&Seen) -> bool, settled: Settled) -> Outcome {
+    let blocks = ShardBlocks::installed();
     let kinesis = emulators().kinesis_client().await;
     let dynamodb = emulators().dynamodb_client().await;
     let stream = unique_name("poison");
@@ -123,8 +177,23 @@ async fn run(scenario: Scenario, dir: &Path, until: impl Fn(&Seen) -> bool) -> O
         assert!(tokio::time::Instant::now() < deadline, "timed out");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Time for a wrongly flowing shard to move on, and for checkpoints to land.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    match settled {
+        Settled::CheckpointAtLastRecord => {
+            let last = &puts.last().expect("records were put").position;
+            while store.get_lease(&puts[0].shard).await.ok().flatten().is_none_or(|lease| lease.checkpoint != *last) {
+                assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the checkpoint at {last}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Settled::ShardBlocked => {
+            // Once the lane gave up it delivers nothing more: whatever was processed by then is all there will be.
+            let blocked = blocks.counter(&stream);
+            while blocked.load(Ordering::Relaxed) == 0 {
+                assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the shard to block");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     shutdown.shutdown();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
     let lease = store.get_lease(&puts[0].shard).await.unwrap().unwrap();
@@ -164,7 +233,8 @@ fn assert_only_the_poison_dead_lettered(outcome: &Outcome) {
 async fn a_poison_record_reported_as_failed_goes_to_the_file_after_three_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario { partial: true, bisect: false, on_exhausted: OnExhausted::SendToDestination };
-    let outcome = run(scenario, dir.path(), |seen| seen.processed.len() == RECORDS - 1).await;
+    let outcome =
+        run(scenario, dir.path(), |seen| seen.processed.len() == RECORDS - 1, Settled::CheckpointAtLastRecord).await;
     assert_eq!(outcome.seen.lock().unwrap().poison_attempts, 3);
     assert_only_the_poison_dead_lettered(&outcome);
 }
@@ -173,7 +243,8 @@ async fn a_poison_record_reported_as_failed_goes_to_the_file_after_three_attempt
 async fn bisecting_a_failing_batch_dead_letters_only_the_poison() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario { partial: false, bisect: true, on_exhausted: OnExhausted::SendToDestination };
-    let outcome = run(scenario, dir.path(), |seen| seen.processed.len() == RECORDS - 1).await;
+    let outcome =
+        run(scenario, dir.path(), |seen| seen.processed.len() == RECORDS - 1, Settled::CheckpointAtLastRecord).await;
     // Halving 10 records down to the poison alone takes several calls; only its own 3 failures count as attempts.
     assert!(outcome.seen.lock().unwrap().poison_attempts > 3);
     assert_only_the_poison_dead_lettered(&outcome);
@@ -183,7 +254,8 @@ async fn bisecting_a_failing_batch_dead_letters_only_the_poison() {
 async fn without_bisect_the_whole_failing_batch_is_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario { partial: false, bisect: false, on_exhausted: OnExhausted::SendToDestination };
-    let outcome = run(scenario, dir.path(), |seen| seen.poison_attempts >= 3 && seen.processed.contains("r29")).await;
+    let until = |seen: &Seen| seen.poison_attempts >= 3 && seen.processed.contains("r29");
+    let outcome = run(scenario, dir.path(), until, Settled::CheckpointAtLastRecord).await;
     let dead: BTreeSet<String> = outcome
         .dead_letters
         .iter()
@@ -203,7 +275,7 @@ async fn without_bisect_the_whole_failing_batch_is_dead_lettered() {
 async fn blocking_stops_the_shard_just_before_the_poison() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = Scenario { partial: true, bisect: false, on_exhausted: OnExhausted::Block };
-    let outcome = run(scenario, dir.path(), |seen| seen.poison_attempts >= 3).await;
+    let outcome = run(scenario, dir.path(), |seen| seen.poison_attempts >= 3, Settled::ShardBlocked).await;
     let seen = outcome.seen.lock().unwrap();
     assert_eq!(seen.poison_attempts, 3, "no attempt after the retries ran out");
     assert!(outcome.dead_letters.is_empty());

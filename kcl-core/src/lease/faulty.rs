@@ -117,6 +117,8 @@ struct Shared {
     calls: AtomicU64,
     failed: AtomicU64,
     lost_responses: AtomicU64,
+    /// Calls forwarded to the wrapped store that have not returned (or been dropped) yet.
+    in_flight: AtomicU64,
 }
 
 /// What happens to one call.
@@ -153,6 +155,7 @@ impl FaultSwitch {
                 calls: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
                 lost_responses: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
             }),
         }
     }
@@ -179,6 +182,13 @@ impl FaultSwitch {
             failed: self.shared.failed.load(Ordering::Relaxed),
             lost_responses: self.shared.lost_responses.load(Ordering::Relaxed),
         }
+    }
+
+    /// Calls forwarded to the wrapped store that have not returned yet (dropped ones count as returned). After
+    /// [`set`](Self::set)`(`[`FaultConfig::fail_all`]`())`, once this is 0 nothing of this wrapper reaches the store
+    /// any more: a test can read what a partitioned worker last wrote without guessing how long its calls take.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 
     /// Decides one call's fate and latency.
@@ -287,19 +297,41 @@ impl<S: LeaseStore + ?Sized> FaultyLeaseStore<S> {
             tokio::time::sleep(latency).await;
         }
         match fate {
-            Fate::Pass => forward.await,
+            Fate::Pass => {
+                let _in_flight = InFlight::enter(&self.switch.shared.in_flight);
+                forward.await
+            }
             Fate::Fail => {
                 Err(LeaseStoreError::transient(operation, "injected fault: the call did not reach the store"))
             }
             Fate::LoseResponse => {
                 // Whatever the store answered, the caller never hears it.
-                let _applied = forward.await;
+                let _applied = {
+                    let _in_flight = InFlight::enter(&self.switch.shared.in_flight);
+                    forward.await
+                };
                 Err(LeaseStoreError::transient(
                     operation,
                     "injected fault: the write reached the store, its response was lost",
                 ))
             }
         }
+    }
+}
+
+/// Counts one forwarded call while it lives (a dropped, cancelled call leaves the count too).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -438,6 +470,35 @@ mod tests {
 
         view.switch().heal();
         assert_eq!(view.take_lease(KEY, 0, "w").await.unwrap().lease_counter, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_counts_forwarded_calls_until_they_return_or_are_dropped() {
+        // The outer wrapper forwards to a slow inner one: its call stays in flight for the inner latency.
+        let slow = Arc::new(FaultyLeaseStore::new(MemoryLeaseStore::new()));
+        slow.switch().set(FaultConfig::OFF.with_latency(Duration::from_secs(1)));
+        let outer = Arc::new(FaultyLeaseStore::shared(slow));
+        let switch = outer.switch().clone();
+        let call = tokio::spawn({
+            let outer = outer.clone();
+            async move { outer.get_lease(KEY).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(switch.in_flight(), 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(call.await.unwrap().unwrap(), None);
+        assert_eq!(switch.in_flight(), 0);
+        // Failed calls never reach the store, and a cancelled call leaves the count.
+        switch.set(FaultConfig::fail_all());
+        assert!(outer.get_lease(KEY).await.is_err());
+        assert_eq!(switch.in_flight(), 0);
+        switch.heal();
+        let cancelled = tokio::spawn(async move { outer.get_lease(KEY).await });
+        tokio::task::yield_now().await;
+        assert_eq!(switch.in_flight(), 1);
+        cancelled.abort();
+        let _ = cancelled.await;
+        assert_eq!(switch.in_flight(), 0);
     }
 
     #[tokio::test]
