@@ -1,6 +1,6 @@
 //! Tumbling windows (Lambda's `TumblingWindowInSeconds`): [`TumblingWindows`] adapts a [`WindowProcessor`] into a
-//! [`RecordProcessor`] that keeps per-shard state across the batches of a window and hands it over when the window
-//! ends.
+//! [`RecordProcessor`](crate::RecordProcessor) that keeps per-shard state across the batches of a window and hands it
+//! over when the window ends.
 //!
 //! The rules:
 //! - windows are aligned to the Unix epoch (`[k·len, (k+1)·len)`) and a record belongs to the window of its
