@@ -41,7 +41,7 @@ mod pause;
 mod running;
 mod streams;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -271,6 +271,11 @@ impl<F: ProcessorFactory> Worker<F> {
         // their stream identifier. They are renewed but not processed until their stream is listed again.
         let mut idle: HashMap<String, Option<String>> = HashMap::new();
         let mut tasks: JoinSet<(String, ConsumerExit)> = JoinSet::new();
+        // Leases whose consumer this worker ran and saw exit without finishing the shard. Acquiring one of them again
+        // re-reads its checkpoint: that consumer's last checkpoint may have landed after the coordinator's copy was
+        // read (e.g. a checkpoint in flight when the lease self-fenced), and starting from the older copy would deliver
+        // checkpointed records again.
+        let mut ran_before: HashSet<String> = HashSet::new();
         let (shutdown_done_tx, mut shutdown_done) = mpsc::channel::<Result<(), KclError>>(1);
         let mut shutting_down = false;
 
@@ -297,6 +302,11 @@ impl<F: ProcessorFactory> Worker<F> {
                         if running.contains_key(&lease.lease_key) {
                             waiting.insert(lease.lease_key.clone(), lease);
                         } else {
+                            let lease = if ran_before.contains(&lease.lease_key) {
+                                with_stored_checkpoint(p.store.as_ref(), lease).await
+                            } else {
+                                lease
+                            };
                             start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
                         }
                     }
@@ -332,6 +342,11 @@ impl<F: ProcessorFactory> Worker<F> {
                     };
                     let stream = running.remove(&lease_key).and_then(|run| run.stream);
                     let stopped_gracefully = matches!(exit, ConsumerExit::Stopped(StopReason::Handoff));
+                    if matches!(exit, ConsumerExit::ShardEnded | ConsumerExit::AlreadyFinished) {
+                        ran_before.remove(&lease_key);
+                    } else {
+                        ran_before.insert(lease_key.clone());
+                    }
                     on_consumer_exit(&coordinator, &lease_key, exit).await;
                     if let Some(lease) = waiting.remove(&lease_key)
                         && coordinator.is_held(&lease.lease_key)
@@ -379,7 +394,7 @@ async fn on_consumer_exit(coordinator: &LeaseCoordinatorHandle, lease_key: &str,
     }
 }
 
-/// A lease acquired again while its previous consumer was still stopping, brought up to the checkpoint that
+/// A lease acquired again after (or while) a consumer of this worker ran it, brought up to the checkpoint that
 /// consumer left. Its last checkpoint may have landed after the lease was read for the acquisition: this worker
 /// holds the lease again, so the write went through with the new fence. Starting from the older copy would deliver
 /// checkpointed records again, and the new consumer's first checkpoint could move the stored one backwards. The
