@@ -369,7 +369,21 @@ impl<F: ProcessorFactory> Worker<F> {
             }
         };
         sync_task.abort();
-        tasks.shutdown().await;
+        // The coordinator is done (shut down, or failed): this worker holds no lease any more. Consumers still running
+        // (one whose lease was lost while its processor sat in a slow call, say) are told so and given the handoff
+        // timeout to return and run their processor's `lease_lost`, rather than being dropped mid-call; the rest are
+        // aborted after it.
+        for run in running.values() {
+            run.stop.send_if_modified(|current| set_once(current, StopReason::LeaseLost));
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(p.lease_config.handoff_timeout(), drain).await.is_err() {
+            tracing::warn!(
+                consumers = tasks.len(),
+                "shard consumers still running after the handoff timeout; aborting them"
+            );
+            tasks.shutdown().await;
+        }
         result
     }
 }
