@@ -12,14 +12,21 @@ use std::time::Duration;
 
 use fleet::flaky::FlakyStore;
 use fleet::partition::PartitionableStore;
-use fleet::{Fleet, Kind, config, next_checkpoint};
 use kcl_core::KclError;
-use kcl_core::lease::{LeaseStore, RenewalMode};
+use kcl_core::lease::fleet::{Kind, config, next_checkpoint};
+use kcl_core::lease::{LeaseStore, MemoryLeaseStore, RenewalMode};
 use tokio::time::Instant;
 
 /// Virtual-time lease duration.
 const LD: u64 = 600;
 const CONVERGE: Duration = Duration::from_secs(120);
+
+type Fleet = kcl_core::lease::fleet::Fleet<MemoryLeaseStore>;
+
+/// A fleet of no workers yet on a fresh in-memory store holding `leases` unowned leases.
+async fn memory_fleet(leases: usize, mode: RenewalMode, lease_duration_ms: u64) -> Fleet {
+    Fleet::new(Arc::new(MemoryLeaseStore::new()), leases, config(mode, lease_duration_ms)).await
+}
 
 /// Scenario parameters: the lease duration, and slack added to every timing bound (zero on the paused clock).
 #[derive(Clone, Copy)]
@@ -40,7 +47,7 @@ impl Setup {
 }
 
 async fn three_workers(setup: Setup, wrap_w3: Option<&Arc<PartitionableStore>>) -> Fleet {
-    let mut fleet = Fleet::new(12, config(setup.mode, setup.lease_duration_ms)).await;
+    let mut fleet = memory_fleet(12, setup.mode, setup.lease_duration_ms).await;
     fleet.start("w1");
     fleet.start("w2");
     match wrap_w3 {
@@ -64,24 +71,13 @@ fn failover_bound(fleet: &Fleet, setup: Setup) -> Duration {
 
 async fn converge_and_stay_put(setup: Setup) {
     let fleet = three_workers(setup, None).await;
-    let before = fleet.ownership().await;
-    let events = fleet.timeline.len();
-    tokio::time::sleep(fleet.config.renewal_interval() * 10).await;
-    let after = fleet.ownership().await;
-    for (lease, (owner, switches)) in &before {
-        let (owner_after, switches_after) = &after[lease];
-        assert_eq!(owner_after, owner, "{lease} changed owner once converged");
-        // Checkpoints reset the counter to 0; any take or steal would increase it.
-        assert!(switches_after <= switches, "{lease} switched owner once converged");
-    }
-    assert_eq!(fleet.timeline.len(), events, "no lease may start or stop once converged");
-    fleet.timeline.assert_no_overlap();
+    fleet.assert_stays_put(fleet.config.renewal_interval() * 10).await;
 }
 
 async fn crash_failover(setup: Setup) {
     let mut fleet = three_workers(setup, None).await;
     let heartbeat_of_w3 = async |fleet: &Fleet| {
-        let heartbeats = fleet.memory.list_heartbeats().await.unwrap();
+        let heartbeats = fleet.store.list_heartbeats().await.unwrap();
         heartbeats.into_iter().find(|hb| hb.worker_id == "w3").map(|hb| hb.counter)
     };
     let crashed_at = Instant::now();
@@ -128,8 +124,8 @@ async fn graceful_stop(setup: Setup) {
 }
 
 async fn zombie_is_fenced(setup: Setup) {
-    let mut fleet = Fleet::new(12, config(setup.mode, setup.lease_duration_ms)).await;
-    let w3_store = Arc::new(PartitionableStore::new(fleet.memory.clone(), "w3"));
+    let mut fleet = memory_fleet(12, setup.mode, setup.lease_duration_ms).await;
+    let w3_store = Arc::new(PartitionableStore::new(fleet.store.clone(), "w3"));
     fleet.start("w1");
     fleet.start("w2");
     fleet.start_with_store("w3", w3_store.clone());
@@ -179,7 +175,7 @@ async fn zombie_is_fenced(setup: Setup) {
             other => panic!("zombie checkpoint of {lease} must fail with LeaseLost, got {other:?}"),
         }
         let stale = w3_store.last_fence(lease).expect("w3 wrote this lease before the partition");
-        let refused = fleet.memory.update_checkpoint(&stale, &checkpoint).await;
+        let refused = fleet.store.update_checkpoint(&stale, &checkpoint).await;
         assert!(refused.is_err_and(|e| e.is_condition_failed()), "the store must reject the zombie's stale fence");
     }
     fleet.timeline.assert_no_overlap();
@@ -223,8 +219,8 @@ async fn join_without_overlap(setup: Setup) {
 async fn flaky_store_never_overlaps(setup: Setup) {
     let knob = |name: &str, default: u64| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let (before, after, seed) = (knob("KCL_FLAKY_BEFORE", 50), knob("KCL_FLAKY_AFTER", 30), knob("KCL_FLAKY_SEED", 0));
-    let mut fleet = Fleet::new(12, config(setup.mode, setup.lease_duration_ms)).await;
-    let flaky = |fleet: &Fleet, n: u64| Arc::new(FlakyStore::new(fleet.memory.clone(), seed * 101 + n, before, after));
+    let mut fleet = memory_fleet(12, setup.mode, setup.lease_duration_ms).await;
+    let flaky = |fleet: &Fleet, n: u64| Arc::new(FlakyStore::new(fleet.store.clone(), seed * 101 + n, before, after));
     for (n, id) in [(11, "w1"), (23, "w2"), (37, "w3")] {
         fleet.start_with_store(id, flaky(&fleet, n));
     }
@@ -269,13 +265,13 @@ in_both_modes!(
 /// lease at our next renewal, and only take back, through writes fenced per lease, those still ours.
 #[tokio::test(start_paused = true)]
 async fn a_fenced_heartbeat_drops_every_lease_at_once() {
-    let mut fleet = Fleet::new(4, config(RenewalMode::WorkerHeartbeat, LD)).await;
+    let mut fleet = memory_fleet(4, RenewalMode::WorkerHeartbeat, LD).await;
     fleet.start("w1");
     fleet.converge(CONVERGE).await;
-    let heartbeat = fleet.memory.list_heartbeats().await.unwrap().into_iter().find(|hb| hb.worker_id == "w1").unwrap();
+    let heartbeat = fleet.store.list_heartbeats().await.unwrap().into_iter().find(|hb| hb.worker_id == "w1").unwrap();
     // What a taker does before taking a dead worker's leases: bump its heartbeat from the value it saw.
     let fenced_at = Instant::now();
-    fleet.memory.renew_heartbeat("w1", Some(heartbeat.counter)).await.unwrap();
+    fleet.store.renew_heartbeat("w1", Some(heartbeat.counter)).await.unwrap();
     let renewal = fleet.config.renewal_interval();
     fleet
         .wait_for(renewal * 2, "w1 to drop every lease", async |f| {
@@ -295,18 +291,18 @@ async fn a_fenced_heartbeat_drops_every_lease_at_once() {
 async fn heartbeat_mode_writes_at_least_20x_less() {
     let mut writes = HashMap::new();
     for mode in [RenewalMode::PerLease, RenewalMode::WorkerHeartbeat] {
-        let mut fleet = Fleet::new(100, config(mode, LD)).await;
+        let mut fleet = memory_fleet(100, mode, LD).await;
         fleet.checkpoint_every = None; // Count coordination writes only.
         for w in 1..=5 {
             fleet.start(&format!("w{w}"));
         }
-        let start = fleet.memory.request_counts();
+        let start = fleet.store.request_counts();
         let took = fleet.converge(CONVERGE).await;
         tokio::time::sleep(fleet.config.take_interval() * 2).await;
-        let settled = fleet.memory.request_counts();
+        let settled = fleet.store.request_counts();
         let window = Duration::from_millis(LD * 10);
         tokio::time::sleep(window).await;
-        let end = fleet.memory.request_counts();
+        let end = fleet.store.request_counts();
         let (w, r) = (end.writes - settled.writes, end.reads - settled.reads);
         println!(
             "{mode:?}: converged in {took:?} with {} writes / {} reads; steady state over {window:?}: {w} writes, {r} reads",

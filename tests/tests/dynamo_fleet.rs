@@ -10,7 +10,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{Fleet, Kind, config, next_checkpoint};
+use harness::{DynamoFleet as Fleet, Kind, config, next_checkpoint};
 use kcl_core::KclError;
 use kcl_core::lease::{FaultConfig, FaultyLeaseStore, LeaseFence, LeaseStore, RenewalMode};
 use tokio::time::Instant;
@@ -43,18 +43,7 @@ fn failover_bound(fleet: &Fleet) -> Duration {
 
 async fn converge_and_stay_put(mode: RenewalMode) {
     let fleet = three_workers(mode, None).await;
-    let before = fleet.ownership().await;
-    let events = fleet.timeline.len();
-    tokio::time::sleep(fleet.config.renewal_interval() * 10).await;
-    let after = fleet.ownership().await;
-    for (lease, (owner, switches)) in &before {
-        let (owner_after, switches_after) = &after[lease];
-        assert_eq!(owner_after, owner, "{lease} changed owner once converged");
-        // Checkpoints reset the count to 0; any take or steal would increase it.
-        assert!(switches_after <= switches, "{lease} switched owner once converged");
-    }
-    assert_eq!(fleet.timeline.len(), events, "no lease may start or stop once converged");
-    fleet.timeline.assert_no_overlap();
+    fleet.assert_stays_put(fleet.config.renewal_interval() * 10).await;
     fleet.teardown().await;
 }
 
@@ -106,7 +95,7 @@ async fn graceful_stop(mode: RenewalMode) {
 
 async fn zombie_is_fenced(mode: RenewalMode) {
     let mut fleet = Fleet::new(LEASES, config(mode, LEASE_DURATION_MS)).await;
-    let faulty = Arc::new(FaultyLeaseStore::shared(fleet.dynamo.clone()));
+    let faulty = Arc::new(FaultyLeaseStore::shared(fleet.store.clone()));
     let switch = faulty.switch().clone();
     fleet.start("w1");
     fleet.start("w2");
@@ -125,7 +114,7 @@ async fn zombie_is_fenced(mode: RenewalMode) {
     }
     let mut stale_fences = Vec::new();
     for lease in &zombie_leases {
-        let stored = fleet.dynamo.get_lease(lease).await.unwrap().unwrap();
+        let stored = fleet.store.get_lease(lease).await.unwrap().unwrap();
         assert_eq!(stored.lease_owner.as_deref(), Some("w3"), "nobody may take {lease} this early");
         stale_fences.push(LeaseFence { lease_key: lease.clone(), owner: "w3".into(), counter: stored.lease_counter });
     }
@@ -161,7 +150,7 @@ async fn zombie_is_fenced(mode: RenewalMode) {
             Err(KclError::LeaseLost { lease_key }) => assert_eq!(lease_key, fence.lease_key),
             other => panic!("zombie checkpoint of {} must fail with LeaseLost, got {other:?}", fence.lease_key),
         }
-        let refused = fleet.dynamo.update_checkpoint(fence, &checkpoint).await;
+        let refused = fleet.store.update_checkpoint(fence, &checkpoint).await;
         assert!(refused.is_err_and(|e| e.is_condition_failed()), "DynamoDB must reject the zombie's stale fence");
     }
     fleet.timeline.assert_no_overlap();

@@ -3,45 +3,15 @@
 //! through the same `RecordSource` trait as polling. Workers built with `Retrieval::FanOut` are in
 //! `fanout_workers.rs`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister};
 use kcl_core::retrieve::fanout::{FanOutConfig, FanOutSource};
 use kcl_core::retrieve::{ReadBatch, RecordSource, ShardReader, ShardSpec};
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord, SequenceNumber};
-use kcl_tests::kinesis::{create_stream, wait_active};
+use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records, wait_active};
 use kcl_tests::{emulators, unique_name};
-
-/// What `PutRecords` reported: shard id → (sequence number, payload) in put order.
-type Written = BTreeMap<String, Vec<(String, String)>>;
-
-async fn put(client: &aws_sdk_kinesis::Client, name: &str, prefix: &str, count: usize, written: &mut Written) {
-    for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
-        let entries = chunk
-            .iter()
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("{prefix}-key-{i}"))
-                    .data(Blob::new(format!("{prefix}-{i}")))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let output =
-            client.put_records().stream_name(name).set_records(Some(entries)).send().await.expect("PutRecords");
-        assert_eq!(output.failed_record_count.unwrap_or(0), 0);
-        for (entry, i) in output.records.into_iter().zip(chunk) {
-            written
-                .entry(entry.shard_id.unwrap())
-                .or_default()
-                .push((entry.sequence_number.unwrap(), format!("{prefix}-{i}")));
-        }
-    }
-}
 
 /// `RUST_LOG=kcl_core=debug` shows the readers' subscribe decisions when a test fails.
 fn init_tracing() {
@@ -52,34 +22,16 @@ fn init_tracing() {
 }
 
 fn config() -> FanOutConfig {
-    FanOutConfig {
+    FanOutConfig::default()
         // Short waits keep the tests quick: the emulator registers consumers in 10s of ms (runner setting).
-        retry_base: Duration::from_millis(100),
-        retry_cap: Duration::from_secs(1),
-        health_timeout: Duration::from_secs(20),
-        ..FanOutConfig::default()
-    }
+        .with_retry_base(Duration::from_millis(100))
+        .with_retry_cap(Duration::from_secs(1))
+        .with_health_timeout(Duration::from_secs(20))
 }
 
 /// Reads until `n` records or the shard end, with a deadline.
 async fn read(reader: &mut dyn ShardReader, n: usize) -> (Vec<KinesisRecord>, Option<ReadBatch>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let mut records = Vec::new();
-    while records.len() < n {
-        let batch = tokio::time::timeout_at(deadline, reader.next_batch())
-            .await
-            .unwrap_or_else(|_| panic!("timed out with {} of {n} records", records.len()))
-            .expect("SubscribeToShard");
-        records.extend(batch.records.iter().cloned());
-        if batch.shard_end {
-            return (records, Some(batch));
-        }
-    }
-    (records, None)
-}
-
-fn pairs(records: &[KinesisRecord]) -> Vec<(String, String)> {
-    records.iter().map(|r| (r.sequence_number.to_string(), String::from_utf8(r.data.to_vec()).unwrap())).collect()
+    read_records(reader, n, Duration::from_secs(90)).await
 }
 
 #[tokio::test]

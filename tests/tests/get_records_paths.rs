@@ -7,24 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use kcl_core::retrieve::{
     ApiErrorKind, IteratorPosition, KinesisPollingApi, LeanPollingApi, PollingApi, PollingConfig, PollingFetcher,
     ReadBatch, RecordSource, ShardSpec, WireFormat,
 };
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord};
+use kcl_tests::kinesis::{read_records, wait_active};
 use kcl_tests::{emulators, unique_name};
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..200 {
-        let summary = client.describe_stream_summary().stream_name(name).send().await.expect("DescribeStreamSummary");
-        if summary.stream_description_summary.is_some_and(|s| s.stream_status == StreamStatus::Active) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {name} did not become ACTIVE");
-}
 
 /// Payload `i`: every byte value appears, lengths vary from 0 to 1000 bytes.
 fn payload(i: usize) -> Vec<u8> {
@@ -56,24 +46,14 @@ async fn put(client: &aws_sdk_kinesis::Client, name: &str, count: usize) -> BTre
 }
 
 fn config() -> PollingConfig {
-    PollingConfig { max_records: 150, idle_time_between_reads: Duration::from_millis(200), ..PollingConfig::default() }
+    PollingConfig::default().with_max_records(150).with_idle_time_between_reads(Duration::from_millis(200))
 }
 
 /// Every record of a shard from `TRIM_HORIZON` until `n` were read or the shard ended (its final batch returned).
 async fn read_all(source: &dyn RecordSource, spec: &ShardSpec, n: usize) -> (Vec<KinesisRecord>, Option<ReadBatch>) {
     let mut reader =
         source.open(spec, &ExtendedSequenceNumber::TrimHorizon, &InitialPosition::TrimHorizon).await.expect("open");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut records = Vec::new();
-    while records.len() < n {
-        assert!(tokio::time::Instant::now() < deadline, "timed out with {} of {n} records", records.len());
-        let batch = reader.next_batch().await.expect("GetRecords");
-        records.extend(batch.records.iter().cloned());
-        if batch.shard_end {
-            return (records, Some(batch));
-        }
-    }
-    (records, None)
+    read_records(reader.as_mut(), n, Duration::from_secs(60)).await
 }
 
 fn sources(client: &aws_sdk_kinesis::Client) -> Vec<(&'static str, Box<dyn RecordSource>)> {

@@ -1,91 +1,30 @@
 //! The polling fetcher and the shard syncer against kinesis-mock: real `GetShardIterator`, `GetRecords` (with
 //! `ChildShards` at a split parent's end) and paged `ListShards`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister, ShardSyncConfig, ShardSyncer};
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
 use kcl_core::retrieve::{
-    KinesisPollingApi, PollingConfig, PollingFetcher, PrefetchConfig, RecordSource, ShardReader, ShardSpec,
+    KinesisPollingApi, PollingConfig, PollingFetcher, PrefetchConfig, ReadBatch, RecordSource, ShardReader, ShardSpec,
 };
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord, SequenceNumber};
+use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records, wait_active};
 use kcl_tests::{emulators, unique_name};
 
-/// What `PutRecords` reported: shard id → (sequence number, payload) in put order.
-type Written = BTreeMap<String, Vec<(String, String)>>;
-
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
-    client.create_stream().stream_name(name).shard_count(shards).send().await.expect("CreateStream");
-    wait_active(client, name).await;
-}
-
-async fn wait_active(client: &aws_sdk_kinesis::Client, name: &str) {
-    for _ in 0..200 {
-        let summary = client.describe_stream_summary().stream_name(name).send().await.expect("DescribeStreamSummary");
-        if summary.stream_description_summary.is_some_and(|s| s.stream_status == StreamStatus::Active) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("stream {name} did not become ACTIVE");
-}
-
-async fn put(client: &aws_sdk_kinesis::Client, name: &str, prefix: &str, count: usize, written: &mut Written) {
-    for chunk in (0..count).collect::<Vec<_>>().chunks(250) {
-        let entries = chunk
-            .iter()
-            .map(|i| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("{prefix}-key-{i}"))
-                    .data(Blob::new(format!("{prefix}-{i}")))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let output =
-            client.put_records().stream_name(name).set_records(Some(entries)).send().await.expect("PutRecords");
-        assert_eq!(output.failed_record_count.unwrap_or(0), 0);
-        for (entry, i) in output.records.into_iter().zip(chunk) {
-            written
-                .entry(entry.shard_id.unwrap())
-                .or_default()
-                .push((entry.sequence_number.unwrap(), format!("{prefix}-{i}")));
-        }
-    }
-}
-
 fn fetcher(client: aws_sdk_kinesis::Client) -> PollingFetcher<KinesisPollingApi> {
-    let config = PollingConfig {
+    let config = PollingConfig::default()
         // Small batches make several calls per shard; a short idle keeps caught-up reads quick.
-        max_records: 100,
-        idle_time_between_reads: Duration::from_millis(300),
-        prefetch: Some(PrefetchConfig { max_batches: 2, max_bytes: 1 << 20, max_records: 300 }),
-        ..PollingConfig::default()
-    };
+        .with_max_records(100)
+        .with_idle_time_between_reads(Duration::from_millis(300))
+        .with_prefetch(Some(PrefetchConfig::new(2, 1 << 20, 300)));
     PollingFetcher::new(KinesisPollingApi::new(client), config).unwrap()
 }
 
 /// Reads until `n` records or the shard end, with a deadline.
-async fn read(reader: &mut dyn ShardReader, n: usize) -> (Vec<KinesisRecord>, Option<kcl_core::retrieve::ReadBatch>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut records = Vec::new();
-    while records.len() < n {
-        assert!(tokio::time::Instant::now() < deadline, "timed out with {} of {n} records", records.len());
-        let batch = reader.next_batch().await.expect("GetRecords");
-        records.extend(batch.records.iter().cloned());
-        if batch.shard_end {
-            return (records, Some(batch));
-        }
-    }
-    (records, None)
-}
-
-fn pairs(records: &[KinesisRecord]) -> Vec<(String, String)> {
-    records.iter().map(|r| (r.sequence_number.to_string(), String::from_utf8(r.data.to_vec()).unwrap())).collect()
+async fn read(reader: &mut dyn ShardReader, n: usize) -> (Vec<KinesisRecord>, Option<ReadBatch>) {
+    read_records(reader, n, Duration::from_secs(60)).await
 }
 
 #[tokio::test]

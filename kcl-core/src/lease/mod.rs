@@ -6,6 +6,8 @@
 //! * `contract` (feature `test-util`) — the public contract suite for any store.
 //! * `FaultyLeaseStore` (feature `test-util`) — wraps any store and injects transient failures, latency and lost
 //!   responses, for fleet and chaos tests.
+//! * `fleet` (feature `test-util`) — a fleet of coordinators with simulated processors on any store, and the
+//!   timeline checks (no lease processed twice at once) fleet tests assert.
 
 use std::fmt;
 
@@ -21,6 +23,8 @@ pub mod store;
 pub mod contract;
 #[cfg(feature = "test-util")]
 mod faulty;
+#[cfg(feature = "test-util")]
+pub mod fleet;
 
 pub use crate::error::LeaseStoreError;
 pub use coordinator::{
