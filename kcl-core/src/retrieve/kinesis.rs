@@ -100,19 +100,7 @@ impl PollingApi for KinesisPollingApi {
             .send()
             .await
             .map_err(|e| classify(&e))?;
-        let mut records = Vec::with_capacity(output.records.len());
-        for record in output.records {
-            let sequence_number = SequenceNumber::parse(&record.sequence_number)
-                .map_err(|e| ApiError::new(ApiErrorKind::Other, format!("GetRecords returned sequence number {e}")))?;
-            records.push(KinesisRecord {
-                data: Bytes::from(record.data.into_inner()),
-                partition_key: Arc::from(record.partition_key),
-                sequence_number,
-                approximate_arrival_timestamp: record
-                    .approximate_arrival_timestamp
-                    .and_then(|t| SystemTime::try_from(t).ok()),
-            });
-        }
+        let records = records_from_sdk("GetRecords", output.records)?;
         let child_shards = child_shards_from_sdk("GetRecords", output.child_shards)?;
         Ok(GetRecordsOutput {
             records,
@@ -173,6 +161,29 @@ pub(crate) fn classify_code(code: Option<&str>, status: u16) -> ApiErrorKind {
         _ if status == 429 => ApiErrorKind::Throttled,
         _ => ApiErrorKind::Other,
     }
+}
+
+/// The SDK's records of one `GetRecords` or `SubscribeToShard` answer (`operation`, for the error) as ours; a
+/// sequence number that does not parse fails the whole answer rather than dropping that record.
+pub(crate) fn records_from_sdk(
+    operation: &str,
+    records: Vec<aws_sdk_kinesis::types::Record>,
+) -> Result<Vec<KinesisRecord>, ApiError> {
+    records
+        .into_iter()
+        .map(|record| {
+            let sequence_number = SequenceNumber::parse(&record.sequence_number)
+                .map_err(|e| ApiError::new(ApiErrorKind::Other, format!("{operation} returned sequence number {e}")))?;
+            Ok(KinesisRecord {
+                data: Bytes::from(record.data.into_inner()),
+                partition_key: Arc::from(record.partition_key),
+                sequence_number,
+                approximate_arrival_timestamp: record
+                    .approximate_arrival_timestamp
+                    .and_then(|t| SystemTime::try_from(t).ok()),
+            })
+        })
+        .collect()
 }
 
 /// The children a `GetRecords` response or a `SubscribeToShard` event reports at a shard's end; a child without a

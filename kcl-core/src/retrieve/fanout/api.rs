@@ -1,15 +1,11 @@
 //! `SubscribeApi`: the `SubscribeToShard` call and its event stream, behind a trait so the reader's resubscribe,
 //! health-timeout and backpressure logic runs the same over the AWS SDK and over in-process fakes.
 
-use std::sync::Arc;
-use std::time::SystemTime;
-
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 use aws_smithy_types::DateTime;
-use bytes::Bytes;
 
 use crate::retrieve::api::{ApiError, ApiErrorKind, IteratorPosition};
 use crate::retrieve::kinesis::classify_code;
@@ -187,20 +183,7 @@ fn classify_stream_error<R: std::fmt::Debug>(error: &SdkError<SubscribeToShardEv
 }
 
 fn convert(event: aws_sdk_kinesis::types::SubscribeToShardEvent) -> Result<FanOutEvent, ApiError> {
-    let mut records = Vec::with_capacity(event.records.len());
-    for record in event.records {
-        let sequence_number = SequenceNumber::parse(&record.sequence_number).map_err(|e| {
-            ApiError::new(ApiErrorKind::Other, format!("SubscribeToShard returned sequence number {e}"))
-        })?;
-        records.push(KinesisRecord {
-            data: Bytes::from(record.data.into_inner()),
-            partition_key: Arc::from(record.partition_key),
-            sequence_number,
-            approximate_arrival_timestamp: record
-                .approximate_arrival_timestamp
-                .and_then(|t| SystemTime::try_from(t).ok()),
-        });
-    }
+    let records = crate::retrieve::kinesis::records_from_sdk("SubscribeToShard", event.records)?;
     // The SDK fills an absent ContinuationSequenceNumber with "", which marks the final event of a closed shard.
     let continuation = match event.continuation_sequence_number.as_str() {
         "" => None,
