@@ -174,15 +174,10 @@ mod tests {
         last.approximate_arrival_timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_573_691_885_000));
         last.aggregated = true;
         last.sub_sequence_number = 3;
-        FailedRecords {
-            stream: Arc::from("readings"),
-            shard_id: Arc::from("shardId-000000000001"),
-            records: vec![first, last],
-            attempts: 4,
-            last_error: "bad payload".to_owned(),
-            first_failure: UNIX_EPOCH + Duration::from_millis(1_573_691_886_000),
-            reason,
-        }
+        FailedRecords::new("readings", "shardId-000000000001", vec![first, last], reason)
+            .with_attempts(4)
+            .with_last_error("bad payload".to_owned())
+            .with_first_failure(UNIX_EPOCH + Duration::from_millis(1_573_691_886_000))
     }
 
     fn context() -> Context {

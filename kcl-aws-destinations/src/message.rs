@@ -22,7 +22,7 @@ pub(crate) struct Message {
 
 /// The records of `failed` in `range`, as a batch of their own.
 fn slice(failed: &FailedRecords, range: std::ops::Range<usize>) -> FailedRecords {
-    FailedRecords { records: failed.records[range].to_vec(), ..failed.clone() }
+    failed.clone().with_records(failed.records[range].to_vec())
 }
 
 /// The messages for `failed`: records that do not fit any message are first stored in `overflow` (and the message

@@ -6,6 +6,7 @@ use crate::types::ParseSequenceNumberError;
 
 /// Errors the framework returns to the application.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KclError {
     /// The configuration cannot work; the message says which setting and why.
     #[error("invalid configuration: {0}")]

@@ -12,6 +12,23 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// `with_<field>(self, value) -> Self` setters for the public fields of a `#[non_exhaustive]` settings struct, so
+/// other crates can still write one expression: `PollingConfig::default().with_max_records(100)`.
+macro_rules! with_setters {
+    ($type:ty { $($setter:ident => $field:ident: $value:ty),* $(,)? }) => {
+        impl $type {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                #[must_use]
+                pub fn $setter(mut self, value: $value) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 pub mod deaggregate;
 pub mod discover;
 pub mod error;

@@ -33,11 +33,9 @@ async fn leases(store: &Arc<dyn LeaseStore>) -> Vec<kcl_core::lease::Lease> {
 }
 
 fn polling() -> PollingConfig {
-    PollingConfig {
-        idle_time_between_reads: Duration::from_millis(50),
-        min_time_between_calls: Duration::from_millis(10),
-        ..PollingConfig::default()
-    }
+    PollingConfig::default()
+        .with_idle_time_between_reads(Duration::from_millis(50))
+        .with_min_time_between_calls(Duration::from_millis(10))
 }
 
 fn worker<F: ProcessorFactory>(stream: &MemoryStream, store: &Arc<dyn LeaseStore>) -> kcl_core::WorkerBuilder<F> {

@@ -210,7 +210,7 @@ async fn an_iterator_left_unused_for_five_minutes_expires_and_the_reader_resumes
     for i in 0..30 {
         stream.put(format!("k{i}"), "v").unwrap();
     }
-    let config = PollingConfig { max_records: 10, prefetch: None, ..stream.config().polling.clone() };
+    let config = stream.config().polling.clone().with_max_records(10).with_prefetch(None);
     let fetcher = PollingFetcher::new(stream.clone(), config).unwrap();
     let mut reader =
         fetcher.reader(&spec(&stream, S0), &ExtendedSequenceNumber::TrimHorizon, &InitialPosition::Latest).unwrap();

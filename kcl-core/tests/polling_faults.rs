@@ -174,7 +174,7 @@ async fn max_retries_surfaces_a_retryable_error_and_the_reader_stays_usable() {
 /// A stream that behaves like Kinesis about rates: 200 ms floor, KCL idle time.
 fn kinesis_like() -> MemoryStreamConfig {
     MemoryStreamConfig {
-        polling: PollingConfig { prefetch: None, backoff_seed: Some(9), ..PollingConfig::default() },
+        polling: PollingConfig::default().with_prefetch(None).with_backoff_seed(Some(9)),
         min_time_between_calls: Duration::from_millis(200),
         ..MemoryStreamConfig::default()
     }

@@ -35,7 +35,7 @@ fn prefetching(stream: &MemoryStream, shard: &str, config: PrefetchConfig, budge
 async fn a_slow_consumer_never_lets_the_queue_pass_its_bounds() {
     let stream = stream("bounds", 1, 50_000);
     stream.set_faults(FaultConfig::uniform(4, 0.1));
-    let config = PrefetchConfig { max_batches: 4, max_bytes: 256 << 10, max_records: 3000 };
+    let config = PrefetchConfig::new(4, 256 << 10, 3000);
     let mut reader = prefetching(&stream, S0, config.clone(), ByteBudget::new(1 << 30));
     let gauge = reader.gauge();
     let batch_bytes = 1000 * (PAYLOAD + KEY);
@@ -62,7 +62,7 @@ async fn a_slow_consumer_never_lets_the_queue_pass_its_bounds() {
 async fn the_worker_budget_bounds_all_queues_together() {
     let stream = stream("budget", 4, 40_000);
     let budget = ByteBudget::new(300_000);
-    let generous = PrefetchConfig { max_batches: 10, max_bytes: 64 << 20, max_records: 100_000 };
+    let generous = PrefetchConfig::new(10, 64 << 20, 100_000);
     let mut readers: Vec<PrefetchReader> = stream
         .open_shard_ids()
         .iter()

@@ -150,6 +150,6 @@ fn the_builder_explains_bad_configuration() {
     assert!(fan_out(Retrieval::fan_out()).is_ok());
     let unnamed = Retrieval::FanOut { consumer_name: Some(String::new()), config: FanOutConfig::default() };
     assert!(message(fan_out(unnamed)).contains("consumer name"));
-    let config = FanOutConfig { max_buffered_events: 0, ..FanOutConfig::default() };
+    let config = FanOutConfig::default().with_max_buffered_events(0);
     assert!(message(fan_out(Retrieval::FanOut { consumer_name: None, config })).contains("max_buffered_events"));
 }

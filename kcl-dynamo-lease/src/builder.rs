@@ -14,6 +14,24 @@ use crate::table::{self, BillingMode, IndexState, TableSpec};
 pub const HEARTBEAT_TABLE_SUFFIX: &str = "-WorkerHeartbeats";
 
 /// Builds a [`DynamoLeaseStore`]; see each option for its default and its Java KCL equivalent.
+///
+/// ```no_run
+/// # async fn example(client: aws_sdk_dynamodb::Client) -> Result<(), kcl_dynamo_lease::DynamoLeaseError> {
+/// use std::time::Duration;
+///
+/// use kcl_dynamo_lease::{BillingMode, DynamoLeaseStore};
+///
+/// // The lease table of application "orders", shared with Java KCL workers: created if missing (billed per
+/// // request), with deletion protection, waiting at most 2 minutes for it to become ACTIVE.
+/// let store = DynamoLeaseStore::builder(client, "orders")
+///     .billing_mode(BillingMode::PayPerRequest)
+///     .deletion_protection(true)
+///     .table_active_timeout(Duration::from_secs(120))
+///     .build()
+///     .await?;
+/// assert_eq!(store.table_name(), "orders");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DynamoLeaseStoreBuilder {
     client: Client,

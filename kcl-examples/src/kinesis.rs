@@ -128,5 +128,5 @@ pub async fn put_records(
 
 /// Polling for demos and tests: every 200 ms (Kinesis's floor) so records show up at once; KCL idles 1.5 s.
 pub fn demo_polling_config() -> PollingConfig {
-    PollingConfig { idle_time_between_reads: Duration::from_millis(200), ..PollingConfig::default() }
+    PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(200))
 }

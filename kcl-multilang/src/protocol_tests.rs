@@ -26,7 +26,7 @@ fn daemon_messages_match_the_java_daemon() {
     let mut record = Record::new(&b"hello"[..], "pk", SequenceNumber::from_u128(4957));
     record.sub_sequence_number = 2;
     record.approximate_arrival_timestamp = Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
-    let batch = Batch { records: vec![record], millis_behind_latest: Some(42), shard_id: Arc::from("shardId-0") };
+    let batch = Batch::new("shardId-0", vec![record], Some(42));
     assert_eq!(
         json_of(&process_records(&batch)),
         json!({"action": "processRecords", "millisBehindLatest": 42, "records": [{

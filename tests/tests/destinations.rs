@@ -40,15 +40,9 @@ fn failed(payloads: Vec<Bytes>) -> FailedRecords {
             record
         })
         .collect();
-    FailedRecords {
-        stream: Arc::from("readings"),
-        shard_id: Arc::from("shardId-000000000003"),
-        records,
-        attempts: 3,
-        last_error: "cannot parse".to_owned(),
-        first_failure: SystemTime::now(),
-        reason: FailureReason::AttemptsExhausted,
-    }
+    FailedRecords::new("readings", "shardId-000000000003", records, FailureReason::AttemptsExhausted)
+        .with_attempts(3)
+        .with_last_error("cannot parse".to_owned())
 }
 
 async fn queue(sqs: &aws_sdk_sqs::Client) -> String {
@@ -316,11 +310,9 @@ async fn a_worker_dead_letters_a_poison_record_to_sqs_and_moves_on() {
         .kinesis_client(kinesis.clone())
         .lease_store(store.clone())
         .initial_position(InitialPosition::TrimHorizon)
-        .polling_config(PollingConfig {
-            max_records: 5,
-            idle_time_between_reads: Duration::from_millis(100),
-            ..PollingConfig::default()
-        })
+        .polling_config(
+            PollingConfig::default().with_max_records(5).with_idle_time_between_reads(Duration::from_millis(100)),
+        )
         .processing(ProcessingConfig::default().checkpointing(Checkpointing::AfterEachBatch))
         .retry_policy(
             RetryPolicy::default()

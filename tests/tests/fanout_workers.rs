@@ -74,14 +74,12 @@ fn start_worker(
     store: &Arc<MemoryLeaseStore>,
     seen: &Seen,
 ) -> Running {
-    let config = FanOutConfig {
+    let config = FanOutConfig::default()
         // kinesis-mock frees the subscription of a reader that went away within a second or two (lease handoff,
         // cut connection) and answers ResourceInUseException until then: short retries keep up with it.
-        retry_base: Duration::from_millis(100),
-        retry_cap: Duration::from_secs(1),
-        health_timeout: Duration::from_secs(20),
-        ..FanOutConfig::default()
-    };
+        .with_retry_base(Duration::from_millis(100))
+        .with_retry_cap(Duration::from_secs(1))
+        .with_health_timeout(Duration::from_secs(20));
     let instances = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (seen, worker_id) = (seen.clone(), id.to_owned());
     let worker = Worker::builder(stream, app)

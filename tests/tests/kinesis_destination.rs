@@ -15,17 +15,12 @@ use kcl_tests::proxy::{FaultKind, FaultPlan, FaultProxy, Flavor};
 use kcl_tests::{emulators, unique_name};
 
 fn failed(n: u128) -> FailedRecords {
-    FailedRecords {
-        stream: Arc::from("source"),
-        shard_id: Arc::from("shardId-000000000000"),
-        records: (0..n)
-            .map(|i| Record::new(format!("dead {i}"), format!("key-{i}"), SequenceNumber::from_u128(100 + i)))
-            .collect(),
-        attempts: 3,
-        last_error: "cannot parse".to_owned(),
-        first_failure: SystemTime::now(),
-        reason: FailureReason::AttemptsExhausted,
-    }
+    let records = (0..n)
+        .map(|i| Record::new(format!("dead {i}"), format!("key-{i}"), SequenceNumber::from_u128(100 + i)))
+        .collect();
+    FailedRecords::new("source", "shardId-000000000000", records, FailureReason::AttemptsExhausted)
+        .with_attempts(3)
+        .with_last_error("cannot parse".to_owned())
 }
 
 /// Every record in the stream's only shard: payload -> (partition key, how many times).

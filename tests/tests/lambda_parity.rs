@@ -60,11 +60,11 @@ impl Setup {
             .initial_position(InitialPosition::TrimHorizon)
             .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
             .parent_poll_interval(Duration::from_millis(100))
-            .polling_config(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(100),
-                min_time_between_calls: Duration::from_millis(20),
-                ..PollingConfig::default()
-            })
+            .polling_config(
+                PollingConfig::default()
+                    .with_idle_time_between_reads(Duration::from_millis(100))
+                    .with_min_time_between_calls(Duration::from_millis(20)),
+            )
     }
 
     async fn put(&self, entries: Vec<(String, String)>) -> Vec<streams::Put> {

@@ -108,11 +108,11 @@ async fn two_workers_consume_streams_added_and_removed_at_run_time() {
             .kinesis_client(kinesis.clone())
             .lease_store(store.clone())
             .initial_position(InitialPosition::TrimHorizon)
-            .polling_config(PollingConfig {
-                idle_time_between_reads: Duration::from_millis(100),
-                min_time_between_calls: Duration::from_millis(20),
-                ..PollingConfig::default()
-            })
+            .polling_config(
+                PollingConfig::default()
+                    .with_idle_time_between_reads(Duration::from_millis(100))
+                    .with_min_time_between_calls(Duration::from_millis(20)),
+            )
             .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
             .shard_sync_interval(Duration::from_millis(500))
             .stream_discovery_interval(Duration::from_millis(300))

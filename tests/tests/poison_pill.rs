@@ -149,12 +149,12 @@ async fn run(scenario: Scenario, dir: &Path, until: impl Fn(&Seen) -> bool, sett
         .kinesis_client(kinesis.clone())
         .lease_store(store.clone())
         .initial_position(InitialPosition::TrimHorizon)
-        .polling_config(PollingConfig {
-            max_records: 10,
-            idle_time_between_reads: Duration::from_millis(100),
-            min_time_between_calls: Duration::from_millis(20),
-            ..PollingConfig::default()
-        })
+        .polling_config(
+            PollingConfig::default()
+                .with_max_records(10)
+                .with_idle_time_between_reads(Duration::from_millis(100))
+                .with_min_time_between_calls(Duration::from_millis(20)),
+        )
         .processing(ProcessingConfig::default().checkpointing(Checkpointing::AfterEachBatch))
         .retry_policy(
             RetryPolicy::default()

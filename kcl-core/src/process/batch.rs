@@ -6,6 +6,7 @@ use crate::types::{ExtendedSequenceNumber, Record};
 
 /// Records of one shard, in order, with context.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Batch {
     /// The user records (KPL aggregates already taken apart), in shard order.
     pub records: Vec<Record>,
@@ -16,6 +17,12 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The records of shard `shard_id`, in shard order, with the lag Kinesis reported (for tests of processors; the
+    /// framework makes the batches it delivers).
+    pub fn new(shard_id: impl Into<Arc<str>>, records: Vec<Record>, millis_behind_latest: Option<u64>) -> Self {
+        Self { records, millis_behind_latest, shard_id: shard_id.into() }
+    }
+
     /// The position of the last record, if the batch is not empty.
     pub fn last_position(&self) -> Option<ExtendedSequenceNumber> {
         self.records.last().map(Record::extended_sequence_number)

@@ -27,6 +27,50 @@ pub trait CheckpointSink: Send + Sync + 'static {
 }
 
 /// Records a processor's progress on one shard. Handed to every processor callback that may checkpoint.
+///
+/// A checkpoint never passes what the processor was given: [`checkpoint`](Self::checkpoint) writes the last position
+/// delivered, [`checkpoint_at`](Self::checkpoint_at) refuses one beyond it. Writes go to a [`CheckpointSink`] (the
+/// lease coordinator, fenced by the lease owner and counter); here a sink that only records them:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), kcl_core::KclError> {
+/// use std::sync::{Arc, Mutex};
+///
+/// use kcl_core::process::CheckpointSink;
+/// use kcl_core::{Checkpointer, ExtendedSequenceNumber, KclError, SequenceNumber};
+///
+/// #[derive(Default)]
+/// struct Recorded(Mutex<Vec<ExtendedSequenceNumber>>);
+///
+/// #[async_trait::async_trait]
+/// impl CheckpointSink for Recorded {
+///     async fn checkpoint(&self, _lease: &str, position: &ExtendedSequenceNumber) -> Result<(), KclError> {
+///         self.0.lock().unwrap().push(position.clone());
+///         Ok(())
+///     }
+///     async fn prepare_checkpoint(
+///         &self,
+///         _lease: &str,
+///         _position: &ExtendedSequenceNumber,
+///         _state: Option<bytes::Bytes>,
+///     ) -> Result<(), KclError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let sink = Arc::new(Recorded::default());
+/// let mut checkpointer = Checkpointer::new("shardId-0", sink.clone(), ExtendedSequenceNumber::TrimHorizon);
+/// let delivered = ExtendedSequenceNumber::sequence(SequenceNumber::from_u128(42));
+/// checkpointer.set_largest_permitted(delivered.clone()); // the framework does this for each batch
+///
+/// let beyond = ExtendedSequenceNumber::sequence(SequenceNumber::from_u128(43));
+/// assert!(checkpointer.checkpoint_at(beyond).await.is_err(), "never past what was delivered");
+/// checkpointer.checkpoint().await?;
+/// assert_eq!(*sink.0.lock().unwrap(), vec![delivered.clone()]);
+/// assert_eq!(checkpointer.last_checkpoint(), &delivered);
+/// # Ok(()) }
+/// ```
 pub struct Checkpointer {
     lease_key: Arc<str>,
     sink: Arc<dyn CheckpointSink>,

@@ -42,6 +42,25 @@ pub enum PartialRetry {
 /// | [`bisect_on_error`](Self::bisect_on_error) | `false` | `BisectBatchOnFunctionError` |
 /// | [`partial_retry`](Self::partial_retry) | [`PartialRetry::FromLowestFailure`] | `ReportBatchItemFailures` |
 /// | [`on_exhausted`](Self::on_exhausted) | [`OnExhausted::Block`] | `DestinationConfig.OnFailure` |
+///
+/// Lambda's usual poison-pill set-up: three calls, then split the batch to find the bad record, and send what still
+/// fails to the consumer's failure destination (`WorkerBuilder::failure_destination`) instead of blocking the shard:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use kcl_core::process::{OnExhausted, PartialRetry, RetryPolicy};
+///
+/// let policy = RetryPolicy::default()
+///     .max_attempts(Some(3))
+///     .backoff(Duration::from_millis(100), Duration::from_secs(5))
+///     .max_record_age(Some(Duration::from_secs(3600)))
+///     .bisect_on_error(true)
+///     .partial_retry(PartialRetry::FailedOnly)
+///     .on_exhausted(OnExhausted::SendToDestination);
+/// // Hand it to `Worker::builder(..).retry_policy(policy)`.
+/// # let _ = policy;
+/// ```
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     pub(crate) max_attempts: Option<u32>,
@@ -148,6 +167,24 @@ pub enum Checkpointing {
 /// | [`batching_window`](Self::batching_window) | 0 (deliver at once) | — / `MaximumBatchingWindowInSeconds` |
 /// | [`parallelism`](Self::parallelism) | 1 | — / `ParallelizationFactor` |
 /// | [`checkpointing`](Self::checkpointing) | [`Checkpointing::Manual`] | processor checkpoints / automatic |
+///
+/// Batches of at most 500 records or 1 MiB, filled for up to 200 ms on a quiet stream, processed by 4 processors
+/// per shard (records of one partition key stay in order), checkpointed by the framework after each batch:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use kcl_core::process::{Checkpointing, ProcessingConfig};
+///
+/// let processing = ProcessingConfig::default()
+///     .max_records(Some(500))
+///     .max_bytes(Some(1 << 20))
+///     .batching_window(Duration::from_millis(200))
+///     .parallelism(4)
+///     .checkpointing(Checkpointing::AfterEachBatch);
+/// // Hand it to `Worker::builder(..).processing(processing)`.
+/// # let _ = processing;
+/// ```
 #[derive(Clone, Debug)]
 pub struct ProcessingConfig {
     pub(crate) max_records: Option<usize>,

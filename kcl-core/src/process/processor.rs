@@ -8,6 +8,7 @@ use crate::types::ExtendedSequenceNumber;
 
 /// What a processor learns when it starts on a shard.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct InitializeInput {
     /// The shard this processor consumes.
     pub shard_id: String,
@@ -23,6 +24,7 @@ pub struct InitializeInput {
 
 /// Why processing of a shard stopped without a chance to checkpoint.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LeaseLostInput {
     /// The shard whose lease was lost.
     pub shard_id: String,
@@ -45,6 +47,48 @@ pub struct LeaseLostInput {
 /// With [`ProcessingConfig::parallelism`](super::ProcessingConfig::parallelism) above 1 the factory makes several
 /// processors per shard, each given the records of some partition keys; each processor is still called from one
 /// task at a time.
+///
+/// A processor that counts records and checkpoints after each batch, driven here by hand (a
+/// [`Worker`](crate::Worker) does it for every shard it holds):
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # use std::sync::Arc;
+/// use kcl_core::process::{BatchResult, CheckpointSink};
+/// use kcl_core::{Batch, Checkpointer, ExtendedSequenceNumber, KclError, Record, RecordProcessor, SequenceNumber};
+///
+/// #[derive(Default)]
+/// struct Count(usize);
+///
+/// #[async_trait::async_trait]
+/// impl RecordProcessor for Count {
+///     async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
+///         self.0 += batch.len();
+///         checkpointer.checkpoint().await?; // everything in this batch is done
+///         Ok(())
+///     }
+/// }
+/// # struct Sink;
+/// # #[async_trait::async_trait]
+/// # impl CheckpointSink for Sink {
+/// #     async fn checkpoint(&self, _: &str, _: &ExtendedSequenceNumber) -> Result<(), KclError> { Ok(()) }
+/// #     async fn prepare_checkpoint(
+/// #         &self, _: &str, _: &ExtendedSequenceNumber, _: Option<bytes::Bytes>,
+/// #     ) -> Result<(), KclError> { Ok(()) }
+/// # }
+///
+/// let records = (1..=3).map(|i| Record::new(format!("reading {i}"), "sensor-7", SequenceNumber::from_u128(i)));
+/// let batch = Batch::new("shardId-0", records.collect(), Some(0));
+/// let mut checkpointer = Checkpointer::new("shardId-0", Arc::new(Sink), ExtendedSequenceNumber::TrimHorizon);
+/// checkpointer.set_largest_permitted(batch.last_position().unwrap());
+///
+/// let mut processor = Count::default();
+/// processor.process_records(&batch, &mut checkpointer).await.unwrap();
+/// assert_eq!(processor.0, 3);
+/// assert_eq!(checkpointer.last_checkpoint(), &batch.last_position().unwrap());
+/// # }
+/// ```
 #[async_trait]
 pub trait RecordProcessor: Send + 'static {
     /// Called once before the first batch.

@@ -19,8 +19,25 @@ use crate::types::{ExtendedSequenceNumber, InitialPosition, SequenceNumber};
 /// Kinesis's `GetRecords` `Limit` maximum.
 pub const MAX_RECORDS_PER_CALL: usize = 10_000;
 
-/// Settings of a [`PollingFetcher`]. Defaults follow Java KCL.
+/// Settings of a [`PollingFetcher`]. Defaults follow Java KCL. Other crates start from `default()` and change what
+/// they need with the `with_*` setters (the struct may grow, so it cannot be written as a literal outside kcl-core).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use kcl_core::retrieve::{PollingConfig, PrefetchConfig};
+///
+/// // Smaller reads, a shorter wait on a caught-up shard, and a read-ahead of 2 batches or 4 MiB.
+/// let polling = PollingConfig::default()
+///     .with_max_records(1000)
+///     .with_idle_time_between_reads(Duration::from_millis(500))
+///     .with_prefetch(Some(PrefetchConfig::new(2, 4 << 20, 2000)));
+/// assert_eq!(polling.max_records, 1000);
+/// assert_eq!(polling.retry_cap, Duration::from_secs(10)); // untouched: the default
+/// // Hand it to `Worker::builder(..).polling_config(polling)`.
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct PollingConfig {
     /// `GetRecords` `Limit` (KCL `maxRecords`, default 10000; 1..=10000).
     pub max_records: usize,
@@ -61,6 +78,19 @@ impl Default for PollingConfig {
         }
     }
 }
+
+with_setters!(PollingConfig {
+    with_max_records => max_records: usize,
+    with_idle_time_between_reads => idle_time_between_reads: Duration,
+    with_min_time_between_calls => min_time_between_calls: Duration,
+    with_retry_base => retry_base: Duration,
+    with_retry_cap => retry_cap: Duration,
+    with_max_retries => max_retries: Option<u32>,
+    with_call_timeout => call_timeout: Duration,
+    with_prefetch => prefetch: Option<PrefetchConfig>,
+    with_worker_prefetch_bytes => worker_prefetch_bytes: usize,
+    with_backoff_seed => backoff_seed: Option<u64>,
+});
 
 impl PollingConfig {
     fn validate(&self) -> Result<(), KclError> {

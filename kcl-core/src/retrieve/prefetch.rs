@@ -15,6 +15,7 @@ use crate::error::KclError;
 /// Per-shard read-ahead limits. Defaults are Java KCL's (`SimpleRecordsFetcherFactory` for
 /// `PrefetchRecordsPublisher`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PrefetchConfig {
     /// Batches queued or being read (default 4: KCL queues `maxPendingProcessRecordsInput` = 3 and holds one more
     /// while waiting to enqueue it).
@@ -33,6 +34,11 @@ impl Default for PrefetchConfig {
 }
 
 impl PrefetchConfig {
+    /// Limits of `max_batches` batches, `max_bytes` bytes and `max_records` records (each must be positive).
+    pub fn new(max_batches: usize, max_bytes: usize, max_records: usize) -> Self {
+        Self { max_batches, max_bytes, max_records }
+    }
+
     pub(crate) fn validate(&self) -> Result<(), KclError> {
         if self.max_batches == 0 || self.max_bytes == 0 || self.max_records == 0 {
             return Err(KclError::InvalidConfig(

@@ -18,6 +18,7 @@ pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 /// Cloning is cheap: the payload is a reference-counted [`Bytes`] and both strings are shared `Arc<str>`s, so an
 /// in-memory stream can hand out batches without copying payloads.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KinesisRecord {
     /// The payload (for a KPL aggregate: the whole aggregate, magic bytes included).
     pub data: Bytes,

@@ -12,6 +12,7 @@ use super::sequence::{ExtendedSequenceNumber, SequenceNumber};
 /// Cloning is cheap: the payload is a reference-counted [`Bytes`] slice (for aggregates, a slice of the original blob)
 /// and the keys are shared `Arc<str>`s.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// The payload.
     pub data: Bytes,

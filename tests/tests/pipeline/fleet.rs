@@ -112,22 +112,18 @@ impl Default for Settings {
                 .lease_duration(Duration::from_secs(2))
                 .build()
                 .expect("lease config"),
-            polling: PollingConfig {
-                max_records: 1000,
-                idle_time_between_reads: Duration::from_millis(250),
-                retry_base: Duration::from_millis(50),
-                retry_cap: Duration::from_secs(1),
-                ..PollingConfig::default()
-            },
-            fan_out: FanOutConfig {
+            polling: PollingConfig::default()
+                .with_max_records(1000)
+                .with_idle_time_between_reads(Duration::from_millis(250))
+                .with_retry_base(Duration::from_millis(50))
+                .with_retry_cap(Duration::from_secs(1)),
+            fan_out: FanOutConfig::default()
                 // kinesis-mock registers consumers in 10 ms (runner setting) and frees the subscription of a reader
                 // that went away (lease handoff, shutdown) within a second or two: short retries keep up with it.
-                retry_base: Duration::from_millis(100),
-                retry_cap: Duration::from_secs(1),
+                .with_retry_base(Duration::from_millis(100))
+                .with_retry_cap(Duration::from_secs(1))
                 // kinesis-mock sends an event every second, also on an idle shard.
-                health_timeout: Duration::from_secs(20),
-                ..FanOutConfig::default()
-            },
+                .with_health_timeout(Duration::from_secs(20)),
             shard_sync_interval: Duration::from_secs(1),
             parent_poll_interval: Duration::from_millis(100),
             retry: (Duration::from_millis(20), Duration::from_millis(200)),
@@ -155,12 +151,12 @@ impl Settings {
         match self.retrieval {
             RetrievalKind::Polling => Arc::new(stream.clone()),
             RetrievalKind::FanOut => {
-                let config = FanOutConfig {
-                    min_time_between_subscribes: Duration::from_millis(5),
-                    retry_base: Duration::from_millis(5),
-                    retry_cap: Duration::from_millis(50),
-                    ..self.fan_out.clone()
-                };
+                let config = self
+                    .fan_out
+                    .clone()
+                    .with_min_time_between_subscribes(Duration::from_millis(5))
+                    .with_retry_base(Duration::from_millis(5))
+                    .with_retry_cap(Duration::from_millis(50));
                 Arc::new(FanOutSource::with_api(stream.clone(), "memory-consumer", config).expect("fan-out config"))
             }
         }

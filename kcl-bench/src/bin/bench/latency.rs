@@ -186,10 +186,7 @@ pub async fn run(args: LatencyArgs) -> Result<Report, Box<dyn std::error::Error>
     for kind in &args.retrievals {
         match kind {
             Kind::Polling => variants.extend(args.idle_ms.iter().map(|&idle_ms| {
-                let polling = PollingConfig {
-                    idle_time_between_reads: Duration::from_millis(idle_ms),
-                    ..PollingConfig::default()
-                };
+                let polling = PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(idle_ms));
                 (format!("latency_polling_idle_{idle_ms}ms"), Retrieval::Polling(polling))
             })),
             Kind::Fanout => variants.push(("latency_fanout".to_owned(), Retrieval::fan_out())),

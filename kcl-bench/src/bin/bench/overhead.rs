@@ -161,16 +161,14 @@ impl RecordProcessor for CountingProcessor {
 }
 
 fn stream_config() -> MemoryStreamConfig {
-    let polling = PollingConfig {
-        max_records: MAX_RECORDS_PER_CALL,
-        idle_time_between_reads: Duration::ZERO,
-        min_time_between_calls: Duration::ZERO,
-        retry_base: Duration::from_millis(1),
-        retry_cap: Duration::from_millis(50),
-        prefetch: Some(PrefetchConfig { max_batches: 4, max_bytes: 64 << 20, max_records: 4 * MAX_RECORDS_PER_CALL }),
-        worker_prefetch_bytes: 1 << 30,
-        ..PollingConfig::default()
-    };
+    let polling = PollingConfig::default()
+        .with_max_records(MAX_RECORDS_PER_CALL)
+        .with_idle_time_between_reads(Duration::ZERO)
+        .with_min_time_between_calls(Duration::ZERO)
+        .with_retry_base(Duration::from_millis(1))
+        .with_retry_cap(Duration::from_millis(50))
+        .with_prefetch(Some(PrefetchConfig::new(4, 64 << 20, 4 * MAX_RECORDS_PER_CALL)))
+        .with_worker_prefetch_bytes(1 << 30);
     MemoryStreamConfig { polling, ..MemoryStreamConfig::default() }
 }
 

@@ -63,11 +63,9 @@ pub async fn run(args: ScaleArgs) -> Result<Report, Box<dyn std::error::Error>> 
     report.param("load_records_per_second", args.rate);
     report.note("cpu_percent = process CPU (user+sys, all threads) / wall time of the window; 100 = one core");
     let config = MemoryStreamConfig {
-        polling: PollingConfig {
-            min_time_between_calls: Duration::from_millis(200),
-            idle_time_between_reads: Duration::from_millis(1500),
-            ..PollingConfig::default()
-        },
+        polling: PollingConfig::default()
+            .with_min_time_between_calls(Duration::from_millis(200))
+            .with_idle_time_between_reads(Duration::from_millis(1500)),
         ..MemoryStreamConfig::default()
     };
     let stream = MemoryStream::with_config("scale", args.leases, config);

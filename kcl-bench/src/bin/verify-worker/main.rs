@@ -152,10 +152,9 @@ async fn run_worker(args: &Args, journal: Arc<Journal>) -> Result<(), BoxError> 
         .renewal_mode(if heartbeat { RenewalMode::WorkerHeartbeat } else { RenewalMode::PerLease })
         .build()?;
     let retrieval = match args.retrieval {
-        RetrievalArg::Polling => Retrieval::Polling(PollingConfig {
-            idle_time_between_reads: Duration::from_millis(args.idle_ms),
-            ..PollingConfig::default()
-        }),
+        RetrievalArg::Polling => Retrieval::Polling(
+            PollingConfig::default().with_idle_time_between_reads(Duration::from_millis(args.idle_ms)),
+        ),
         RetrievalArg::FanOut => Retrieval::fan_out(),
     };
     let factory = Factory {

@@ -40,6 +40,7 @@ impl FailureReason {
 
 /// Records given up on, with what a person (or a replay tool) needs to act on them.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct FailedRecords {
     /// The stream they were read from.
     pub stream: Arc<str>,
@@ -56,6 +57,34 @@ pub struct FailedRecords {
     /// Why they were given up on.
     pub reason: FailureReason,
 }
+
+impl FailedRecords {
+    /// `records` of `stream`/`shard_id` given up on for `reason`, first failed now, with no attempt or error recorded
+    /// yet (set them with the `with_*` setters). For tests of destinations; the framework fills every field.
+    pub fn new(
+        stream: impl Into<Arc<str>>,
+        shard_id: impl Into<Arc<str>>,
+        records: Vec<Record>,
+        reason: FailureReason,
+    ) -> Self {
+        Self {
+            stream: stream.into(),
+            shard_id: shard_id.into(),
+            records,
+            attempts: 0,
+            last_error: String::new(),
+            first_failure: SystemTime::now(),
+            reason,
+        }
+    }
+}
+
+with_setters!(FailedRecords {
+    with_records => records: Vec<Record>,
+    with_attempts => attempts: u32,
+    with_last_error => last_error: String,
+    with_first_failure => first_failure: SystemTime,
+});
 
 /// Receives records whose retries ran out. `send` must return `Ok` only once the records are durably stored: the
 /// shard's checkpoint then moves past them. An `Err` is retried with backoff (the shard waits), so a destination

@@ -47,8 +47,23 @@ mod reader;
 pub use api::{EventSubscription, FanOutEvent, KinesisSubscribeApi, KinesisSubscription, SubscribeApi};
 pub use reader::FanOutReader;
 
-/// Settings of a [`FanOutSource`]. Defaults follow Java KCL where it has a setting.
+/// Settings of a [`FanOutSource`]. Defaults follow Java KCL where it has a setting. Other crates start from
+/// `default()` and change what they need with the `with_*` setters.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use kcl_core::retrieve::fanout::FanOutConfig;
+///
+/// // Resubscribe sooner after a silent subscription, and buffer more events per shard.
+/// let fan_out = FanOutConfig::default()
+///     .with_health_timeout(Duration::from_secs(30))
+///     .with_max_buffered_events(16);
+/// assert_eq!(fan_out.max_buffered_events, 16);
+/// // Hand it to `Worker::builder(..).retrieval(Retrieval::FanOut { consumer_name: None, config: fan_out })`.
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct FanOutConfig {
     /// Resubscribe when no event arrives for this long (KCL cancels a subscription after 60 s without events;
     /// default 60 s). Kinesis sends an event at least every few seconds, even on an idle shard.
@@ -88,6 +103,18 @@ impl Default for FanOutConfig {
         }
     }
 }
+
+with_setters!(FanOutConfig {
+    with_health_timeout => health_timeout: Duration,
+    with_min_time_between_subscribes => min_time_between_subscribes: Duration,
+    with_max_buffered_events => max_buffered_events: usize,
+    with_max_buffered_bytes => max_buffered_bytes: usize,
+    with_max_stall => max_stall: Duration,
+    with_retry_base => retry_base: Duration,
+    with_retry_cap => retry_cap: Duration,
+    with_registration_timeout => registration_timeout: Duration,
+    with_backoff_seed => backoff_seed: Option<u64>,
+});
 
 impl FanOutConfig {
     fn validate(&self) -> Result<(), KclError> {
