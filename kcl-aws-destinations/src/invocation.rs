@@ -160,7 +160,6 @@ pub(crate) fn s3_key(mapping_id: &str, shard_id: &str, now: SystemTime, uuid: &s
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     use kcl_core::SequenceNumber;

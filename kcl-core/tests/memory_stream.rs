@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use common::{read_to_end, read_until, seqs};
 use kcl_core::retrieve::memory_stream::{MemoryStream, partition_key_hash};
-use kcl_core::retrieve::{ChildShard, PollingConfig, PollingFetcher, RecordSource, ShardSpec};
+use kcl_core::retrieve::{ChildShard, PollingFetcher, RecordSource, ShardSpec};
 use kcl_core::{ExtendedSequenceNumber, HashKeyRange, InitialPosition};
 
 const S0: &str = "shardId-000000000000";

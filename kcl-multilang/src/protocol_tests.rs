@@ -1,6 +1,5 @@
 //! The wire format, checked against lines the Java daemon writes and amazon-kclpy / aws-kcl send.
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use kcl_core::lease::LeaseStoreError;

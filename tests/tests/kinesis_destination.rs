@@ -3,8 +3,7 @@
 //! the destination puts every entry of that call again (kinesis-mock stored them all; only the answer was cut).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use kcl_core::process::{FailedRecords, FailureDestination, FailureReason, KinesisStreamDestination};
