@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod config;
 pub mod deaggregate;
 pub mod discover;
 pub mod error;
@@ -26,4 +27,4 @@ pub mod worker;
 pub use error::KclError;
 pub use process::{Batch, BatchFailure, BatchResult, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
-pub use worker::{PauseHandle, Retrieval, ShutdownHandle, Worker, WorkerBuilder};
+pub use worker::{PauseHandle, Retrieval, ShutdownHandle, Worker, WorkerBuilder, WorkerConfig};
