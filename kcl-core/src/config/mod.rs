@@ -48,9 +48,39 @@
 //! | [`filter`](WorkerConfig::filter) | none (every record) | code only | Lambda `FilterCriteria` |
 //! | [`stream_discovery_interval`](WorkerConfig::stream_discovery_interval) | 30 s (multi-stream only) | `stream_discovery_interval_ms` | none (fixed in Java KCL's `Scheduler`) |
 //! | [`removed_stream_grace`](WorkerConfig::removed_stream_grace) | 5 min (multi-stream only) | `removed_stream_grace_ms` | `waitPeriodToDeleteFormerStreams` |
+//!
+//! # Configuration files and the environment (feature `config`)
+//!
+//! [`WorkerConfig::load`] reads the defaults, then a TOML file of the keys above (one flat table; unknown keys are
+//! an error), then every `KCL_…` variable of the environment that names a key — the key upper-cased
+//! (`KCL_LEASE_DURATION_MS`) or a Java name in upper snake case (`KCL_FAILOVER_TIME_MILLIS`). Later sources win;
+//! settings the code sets on the [`WorkerBuilder`](crate::WorkerBuilder) afterwards win over all of them. An error
+//! names the key or variable and the form its value should take.
+//!
+//! ```toml
+//! initial_position = "TRIM_HORIZON"
+//! lease_duration_ms = 20000            # or Java's: failoverTimeMillis = 20000
+//! max_records = 1000
+//! idle_time_between_reads_ms = 500
+//! parallelism = 4
+//! bisect_on_error = true
+//! ```
+
+#[cfg(feature = "config")]
+mod file;
+#[cfg(feature = "config")]
+mod load;
+#[cfg(all(test, feature = "config"))]
+mod tests;
+#[cfg(feature = "config")]
+mod value;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use load::ENV_PREFIX;
 
 use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
