@@ -264,7 +264,10 @@ impl FileSettings {
         match mode {
             Mode::Polling => {
                 if self.consumer_name.is_some() {
-                    return Err(problem("consumer_name", "names the fan-out consumer: set retrieval_mode = \"fan_out\""));
+                    return Err(problem(
+                        "consumer_name",
+                        "names the fan-out consumer: set retrieval_mode = \"fan_out\"",
+                    ));
                 }
                 let mut polling = match current {
                     Retrieval::Polling(polling) => polling,
@@ -272,7 +275,10 @@ impl FileSettings {
                 };
                 if let Some(Count(n)) = self.max_records {
                     if n > crate::retrieve::MAX_RECORDS_PER_CALL {
-                        return Err(problem("max_records", format!("expected 1..=10000 (the GetRecords Limit), found {n}")));
+                        return Err(problem(
+                            "max_records",
+                            format!("expected 1..=10000 (the GetRecords Limit), found {n}"),
+                        ));
                     }
                     polling.max_records = n;
                 }
@@ -286,7 +292,10 @@ impl FileSettings {
                     return Err(problem("max_records", "applies to polling only; retrieval_mode is fan_out"));
                 }
                 if self.idle_time_between_reads_ms.is_some() {
-                    return Err(problem("idle_time_between_reads_ms", "applies to polling only; retrieval_mode is fan_out"));
+                    return Err(problem(
+                        "idle_time_between_reads_ms",
+                        "applies to polling only; retrieval_mode is fan_out",
+                    ));
                 }
                 let (name, config) = match current {
                     Retrieval::FanOut { consumer_name, config } => (consumer_name, config),

@@ -12,6 +12,9 @@ use crate::process::{Checkpointing, OnExhausted, PartialRetry};
 use crate::retrieve::{GetRecordsPath, WireFormat};
 use crate::types::InitialPosition;
 
+/// Environment variables of a case.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
@@ -59,9 +62,10 @@ fn each_key_parses_into_its_setting() {
         ("gracefulLeaseHandoffTimeoutMillis = 9000", |c| c.lease.handoff_timeout() == Duration::from_secs(9)),
         ("maxRecords = 250", |c| polling(c).max_records == 250),
         ("idleTimeBetweenReadsInMillis = 700", |c| polling(c).idle_time_between_reads == Duration::from_millis(700)),
-        ("retrievalMode = \"FANOUT\"\nconsumerName = \"c\"", |c| {
-            matches!(&c.retrieval, Retrieval::FanOut { consumer_name: Some(name), .. } if name == "c")
-        }),
+        (
+            "retrievalMode = \"FANOUT\"\nconsumerName = \"c\"",
+            |c| matches!(&c.retrieval, Retrieval::FanOut { consumer_name: Some(name), .. } if name == "c"),
+        ),
         ("get_records_path = \"sdk\"", |c| c.get_records_path == GetRecordsPath::Sdk),
         ("get_records_path = \"lean_cbor\"", |c| c.get_records_path == GetRecordsPath::Lean(WireFormat::Cbor)),
         ("shardSyncIntervalMillis = 1234", |c| c.shard_sync_interval == Duration::from_millis(1234)),
@@ -84,7 +88,9 @@ fn each_key_parses_into_its_setting() {
         }),
         ("partial_retry = \"failed_only\"", |c| c.effective_retry_policy().partial_retry == PartialRetry::FailedOnly),
         ("on_exhausted = \"block\"", |c| c.effective_retry_policy().on_exhausted == OnExhausted::Block),
-        ("retry_base_ms = 20\nmax_attempts = 2", |c| c.effective_retry_policy().backoff_base == Duration::from_millis(20)),
+        ("retry_base_ms = 20\nmax_attempts = 2", |c| {
+            c.effective_retry_policy().backoff_base == Duration::from_millis(20)
+        }),
         ("stream_discovery_interval_ms = 5000\nremoved_stream_grace_ms = 60000", |c| {
             c.stream_discovery_interval == Duration::from_secs(5) && c.removed_stream_grace == Duration::from_secs(60)
         }),
@@ -99,7 +105,7 @@ fn each_key_parses_into_its_setting() {
 /// Each case: TOML text, environment, and words the error must contain (the key or variable, the expected form).
 #[test]
 fn bad_input_is_refused_naming_the_key_and_the_form() {
-    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+    let cases: &[(&str, Env<'_>, &[&str])] = &[
         ("lease_duraton_ms = 1", &[], &["unknown key", "lease_duraton_ms", "kcl.toml"]),
         ("[lease]\nduration = 1", &[], &["unknown key", "lease"]),
         ("lease_duration_ms = \"ten\"", &[], &["lease_duration_ms", "kcl.toml", "whole number of milliseconds"]),
@@ -119,10 +125,11 @@ fn bad_input_is_refused_naming_the_key_and_the_form() {
         ("worker_id = [1]", &[], &["worker_id", "non-empty text"]),
         ("not toml at all", &[], &["kcl.toml", "not valid TOML"]),
         ("", &[("KCL_LEASE_DURATION_MS", "soon")], &["KCL_LEASE_DURATION_MS", "whole number of milliseconds"]),
-        ("", &[("KCL_CALL_PROCESS_RECORDS_EVEN_FOR_EMPTY_RECORD_LIST", "1")], &[
-            "KCL_CALL_PROCESS_RECORDS_EVEN_FOR_EMPTY_RECORD_LIST",
-            "true or false",
-        ]),
+        (
+            "",
+            &[("KCL_CALL_PROCESS_RECORDS_EVEN_FOR_EMPTY_RECORD_LIST", "1")],
+            &["KCL_CALL_PROCESS_RECORDS_EVEN_FOR_EMPTY_RECORD_LIST", "true or false"],
+        ),
     ];
     for (toml, env, words) in cases {
         let error = match load(toml, env) {
@@ -138,7 +145,7 @@ fn bad_input_is_refused_naming_the_key_and_the_form() {
 #[test]
 fn the_environment_wins_over_the_file_whatever_names_they_use() {
     // Each case: file, environment, expected lease duration in ms.
-    let cases: &[(&str, &[(&str, &str)], u64)] = &[
+    let cases: &[(&str, Env<'_>, u64)] = &[
         ("lease_duration_ms = 20000", &[], 20_000),
         ("", &[("KCL_LEASE_DURATION_MS", "30000")], 30_000),
         ("lease_duration_ms = 20000", &[("KCL_LEASE_DURATION_MS", "30000")], 30_000),
@@ -190,11 +197,13 @@ fn every_listed_key_and_alias_is_a_field_and_documented() {
 
 #[test]
 fn a_file_overrides_the_code_defaults_it_is_laid_over_and_keeps_the_rest() {
-    let mut base = WorkerConfig::default();
-    base.worker_id = Some("from-code".to_owned());
-    base.initial_position = InitialPosition::TrimHorizon;
-    base.retrieval = Retrieval::Polling(crate::retrieve::PollingConfig { max_records: 77, ..Default::default() });
-    base.filter = Some(crate::process::RecordFilter::new(|_| true));
+    let base = WorkerConfig {
+        worker_id: Some("from-code".to_owned()),
+        initial_position: InitialPosition::TrimHorizon,
+        retrieval: Retrieval::Polling(crate::retrieve::PollingConfig { max_records: 77, ..Default::default() }),
+        filter: Some(crate::process::RecordFilter::new(|_| true)),
+        ..WorkerConfig::default()
+    };
     let toml = "idle_time_between_reads_ms = 50\nfailoverTimeMillis = 4000\non_exhausted = \"send_to_destination\"";
     let config = base.with_toml_and_vars(Some(toml), "kcl.toml", vars(&[("KCL_INITIAL_POSITION", "LATEST")])).unwrap();
     assert_eq!(config.worker_id.as_deref(), Some("from-code"));

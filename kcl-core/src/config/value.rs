@@ -124,7 +124,10 @@ fn choice<T: Copy>(text: &str, choices: &[(&str, T)]) -> Option<T> {
 impl Scalar for Position {
     const EXPECTING: &'static str = "one of LATEST, TRIM_HORIZON, AT_TIMESTAMP";
     fn from_text(text: &str) -> Option<Self> {
-        choice(text, &[("LATEST", Self::Latest), ("TRIM_HORIZON", Self::TrimHorizon), ("AT_TIMESTAMP", Self::AtTimestamp)])
+        choice(
+            text,
+            &[("LATEST", Self::Latest), ("TRIM_HORIZON", Self::TrimHorizon), ("AT_TIMESTAMP", Self::AtTimestamp)],
+        )
     }
 }
 
@@ -206,10 +209,7 @@ impl<T: Scalar> Visitor<'_> for ScalarVisitor<T> {
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
-        i64::try_from(n)
-            .ok()
-            .and_then(T::from_integer)
-            .ok_or_else(|| E::invalid_value(Unexpected::Unsigned(n), &self))
+        i64::try_from(n).ok().and_then(T::from_integer).ok_or_else(|| E::invalid_value(Unexpected::Unsigned(n), &self))
     }
 
     fn visit_bool<E: de::Error>(self, flag: bool) -> Result<T, E> {

@@ -13,11 +13,11 @@ use tokio::time::Instant;
 use tokio::task::JoinSet;
 
 use super::running::{Running, set_once, start_consumer};
+use crate::config::WorkerConfig;
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
 use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;
 use crate::lease::{Lease, LeaseStore};
-use crate::config::WorkerConfig;
 use crate::lifecycle::{ConsumerExit, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::backoff::SplitMix64;
