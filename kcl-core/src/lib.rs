@@ -29,6 +29,7 @@ macro_rules! with_setters {
     };
 }
 
+pub mod config;
 pub mod deaggregate;
 pub mod discover;
 pub mod error;
@@ -43,4 +44,4 @@ pub mod worker;
 pub use error::KclError;
 pub use process::{Batch, BatchFailure, BatchResult, Checkpointer, ProcessorFactory, RecordProcessor};
 pub use types::{ExtendedSequenceNumber, HashKeyRange, InitialPosition, KinesisRecord, Record, SequenceNumber, Shard};
-pub use worker::{PauseHandle, Retrieval, ShutdownHandle, Worker, WorkerBuilder};
+pub use worker::{PauseHandle, Retrieval, ShutdownHandle, Worker, WorkerBuilder, WorkerConfig};

@@ -9,7 +9,6 @@
 //!   framework writes `SHARD_END` itself.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -20,17 +19,16 @@ use super::pause::PauseGate;
 use super::retry::{Stopped, until_ok};
 use super::stop::{StopReason, StopSignal};
 use super::watermark::Watermark;
+use crate::config::WorkerConfig;
 use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
 use crate::error::KclError;
 use crate::lease::{Lease, LeaseStore};
-use crate::process::failure::FailureDestination;
 use crate::process::{
-    CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, ProcessingConfig, ProcessorFactory, RecordFilter,
-    RecordProcessor, RetryPolicy,
+    CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, ProcessorFactory, RecordProcessor,
 };
 use crate::retrieve::{ChildShard, RecordSource, ShardReader, ShardSpec};
-use crate::types::{ExtendedSequenceNumber, InitialPosition, Record};
+use crate::types::{ExtendedSequenceNumber, Record};
 
 /// Fenced writes a consumer makes to its own lease (the worker implements it over the lease coordinator).
 #[async_trait]
@@ -40,23 +38,6 @@ pub(crate) trait ShardLeaseControl: CheckpointSink {
 
     /// Leases were created (children at a shard end): look for leases to take now.
     fn leases_created(&self) {}
-}
-
-/// Settings of the per-shard lifecycle.
-#[derive(Clone)]
-pub(crate) struct ConsumerConfig {
-    pub(crate) stream: Arc<str>,
-    pub(crate) initial_position: InitialPosition,
-    pub(crate) parent_poll_interval: Duration,
-    pub(crate) retry_base: Duration,
-    pub(crate) retry_cap: Duration,
-    pub(crate) call_process_records_even_for_empty: bool,
-    pub(crate) processing: ProcessingConfig,
-    pub(crate) retry_policy: RetryPolicy,
-    pub(crate) destination: Option<Arc<dyn FailureDestination>>,
-    pub(crate) filter: Option<RecordFilter>,
-    /// The worker's pause switch (Lambda's `Enabled`).
-    pub(crate) pause: PauseGate,
 }
 
 /// How a consumer ended.
@@ -74,7 +55,12 @@ pub(crate) enum ConsumerExit {
 
 /// Everything a consumer needs besides its lease and processor.
 pub(crate) struct ShardConsumer {
-    pub(crate) config: ConsumerConfig,
+    /// The stream this consumer reads (name or ARN).
+    pub(crate) stream: Arc<str>,
+    /// The worker's settings, shared by every consumer of the worker.
+    pub(crate) config: Arc<WorkerConfig>,
+    /// The worker's pause switch (Lambda's `Enabled`).
+    pub(crate) pause: PauseGate,
     pub(crate) source: Arc<dyn RecordSource>,
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) control: Arc<dyn ShardLeaseControl>,
@@ -216,24 +202,24 @@ impl ShardConsumer {
         stop: &mut StopSignal,
     ) -> (ConsumerExit, Vec<Lane<P>>) {
         let cfg = &self.config;
-        let mut spec = ShardSpec::new(cfg.stream.clone(), lease.shard_id.as_str());
+        let mut spec = ShardSpec::new(self.stream.clone(), lease.shard_id.as_str());
         spec.hash_key_range = lease.hash_key_range;
         let start = lease.checkpoint.sequence_number().map(|_| lease.checkpoint.clone());
         // Records at or below this position were processed before a restart (possibly inside an aggregate).
         let mut skip_through = start.clone();
         let watermark = Arc::new(std::sync::Mutex::new(Watermark::new(start)));
         let shared = Arc::new(LaneShared {
-            stream: cfg.stream.clone(),
+            stream: self.stream.clone(),
             shard_id: Arc::from(lease.shard_id.as_str()),
-            policy: cfg.retry_policy.clone(),
-            destination: cfg.destination.clone(),
+            policy: cfg.effective_retry_policy(),
+            destination: cfg.failure_destination.clone(),
             watermark: watermark.clone(),
             auto_checkpoint: cfg.processing.auto_checkpoint(),
             single: processors.len() == 1,
         });
         let mut lanes = Lanes::start(processors, &checkpointer, shared, &cfg.processing, stop);
         let records_filtered =
-            metrics::counter!(crate::telemetry::RECORDS_FILTERED, "stream" => cfg.stream.to_string());
+            metrics::counter!(crate::telemetry::RECORDS_FILTERED, "stream" => self.stream.to_string());
         let mut reader = match self.open_reader(&spec, &lease.checkpoint, stop).await {
             Ok(reader) => Some(reader),
             Err(exit) => return (exit, lanes.finish().await.0),
@@ -242,7 +228,7 @@ impl ShardConsumer {
         let mut reading: Option<ReadFuture> = None;
         let mut buffer = Vec::new();
         let mut last_read: Option<ExtendedSequenceNumber> = None;
-        let mut pause = cfg.pause.clone();
+        let mut pause = self.pause.clone();
         let empty_calls = cfg.call_process_records_even_for_empty || windowed;
         let ended: Result<Vec<ChildShard>, ConsumerExit> = loop {
             let paused = pause.is_paused();

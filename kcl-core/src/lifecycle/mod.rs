@@ -12,6 +12,6 @@ mod stop;
 mod tests;
 mod watermark;
 
-pub(crate) use consumer::{ConsumerConfig, ConsumerExit, ShardConsumer, ShardLeaseControl};
+pub(crate) use consumer::{ConsumerExit, ShardConsumer, ShardLeaseControl};
 pub(crate) use pause::PauseGate;
 pub(crate) use stop::{StopReason, StopSignal};

@@ -1,96 +1,37 @@
-//! `WorkerBuilder`: every setting of a worker, with defaults and their Java KCL names.
+//! `WorkerBuilder`: assembles a worker from its parts (stream, lease store, Kinesis access, processor factory) and
+//! its settings, a [`WorkerConfig`] whose fields the setting methods fill.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::streams::MultiStream;
 use super::{StreamMode, Worker};
+use crate::config::{Retrieval, WorkerConfig};
 use crate::discover::{KinesisShardLister, KinesisStreamCatalog, ShardLister, StreamCatalog, StreamSource};
 use crate::error::KclError;
 use crate::lease::LeaseStore;
 use crate::lease::coordinator::LeaseCoordinatorConfig;
 use crate::process::{FailureDestination, ProcessingConfig, ProcessorFactory, RecordFilter, RetryPolicy};
-use crate::retrieve::fanout::{FanOutConfig, FanOutSource};
+use crate::retrieve::fanout::FanOutSource;
 use crate::retrieve::{GetRecordsPath, KinesisPollingApi, LeanPollingApi, PollingConfig, PollingFetcher, RecordSource};
 use crate::types::InitialPosition;
-
-/// How a worker built with [`WorkerBuilder::kinesis_client`] reads its shards. Processor code is the same either way.
-#[derive(Clone, Debug)]
-pub enum Retrieval {
-    /// `GetRecords` polling (KCL `PollingConfig`): shares the shard's 2 MiB/s read limit with every polling consumer.
-    Polling(PollingConfig),
-    /// Enhanced fan-out (`SubscribeToShard`, KCL `FanOutConfig`): a dedicated 2 MiB/s per shard and ~70 ms
-    /// propagation. Registers the stream consumer on first use, or reuses it.
-    FanOut {
-        /// The consumer name (KCL `consumerName`); `None` (default) uses the application name, as KCL does.
-        consumer_name: Option<String>,
-        /// Resubscribe, health-timeout and buffer settings (see [`FanOutConfig`] for defaults and KCL names).
-        config: FanOutConfig,
-    },
-}
-
-impl Default for Retrieval {
-    fn default() -> Self {
-        Self::Polling(PollingConfig::default())
-    }
-}
-
-impl Retrieval {
-    /// Enhanced fan-out through the consumer named after the application, with default settings.
-    pub fn fan_out() -> Self {
-        Self::FanOut { consumer_name: None, config: FanOutConfig::default() }
-    }
-}
 
 /// Builds a [`Worker`]. Required: the stream, the application name, a lease store, a processor factory, and either
 /// a Kinesis client ([`kinesis_client`](Self::kinesis_client)) or a record source plus a shard lister.
 ///
-/// | setting | default | Java KCL |
-/// |---|---|---|
-/// | [`worker_id`](Self::worker_id) | host name, process id and a random suffix | `workerIdentifier` |
-/// | [`initial_position`](Self::initial_position) | `LATEST` | `initialPositionInStream` (`LATEST`) |
-/// | [`lease_config`](Self::lease_config) | [`LeaseCoordinatorConfig::default`] (10 s lease duration) | `LeaseManagementConfig` |
-/// | [`retrieval`](Self::retrieval) | [`Retrieval::Polling`] with [`PollingConfig::default`] (10000 records, 1.5 s idle) | `RetrievalConfig.retrievalSpecificConfig` (KCL 2+ defaults to fan-out) |
-/// | [`polling_config`](Self::polling_config) | same as `retrieval(Retrieval::Polling(config))` | `PollingConfig` |
-/// | [`get_records_path`](Self::get_records_path) | [`GetRecordsPath::default`]: kcl-rs's own decoder | none (the Java SDK's CBOR protocol) |
-/// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
-/// | [`finished_lease_grace`](Self::finished_lease_grace) | 5 min | `completedLeaseCleanupIntervalMillis` (5 min) |
-/// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
-/// | [`retry_backoff`](Self::retry_backoff) | 500 ms doubling to 30 s, with jitter | `taskBackoffTimeMillis` (500 ms, fixed) |
-/// | [`call_process_records_even_for_empty`](Self::call_process_records_even_for_empty) | `false` | same name |
-/// | [`processing`](Self::processing) | [`ProcessingConfig::default`]: batches as read, parallelism 1, manual checkpoints | `maxRecords` |
-/// | [`retry_policy`](Self::retry_policy) | [`RetryPolicy::default`]: retry until success, never skip | none (KCL skips failed batches) |
-/// | [`failure_destination`](Self::failure_destination) | none | none |
-/// | [`filter`](Self::filter) | none (every record) | none |
-/// | [`stream_discovery_interval`](Self::stream_discovery_interval) | 30 s (multi-stream only) | none (fixed in Java KCL's `Scheduler`, which re-reads its `MultiStreamTracker`) |
-/// | [`removed_stream_grace`](Self::removed_stream_grace) | 5 min (multi-stream only) | `FormerStreamsLeasesDeletionStrategy::waitPeriodToDeleteFormerStreams` |
+/// Every setting method sets a field of the builder's [`WorkerConfig`]; the defaults, with their Java KCL and Lambda
+/// names and their configuration-file keys, are listed in one table in the [`config`](crate::config) module.
 pub struct WorkerBuilder<F> {
     pub(super) stream: Arc<str>,
     pub(super) application_name: String,
-    pub(super) worker_id: Option<String>,
     pub(super) store: Option<Arc<dyn LeaseStore>>,
     pub(super) source: Option<Arc<dyn RecordSource>>,
     pub(super) lister: Option<Arc<dyn ShardLister>>,
     pub(super) kinesis: Option<aws_sdk_kinesis::Client>,
     pub(super) factory: Option<F>,
-    pub(super) initial_position: InitialPosition,
-    pub(super) lease_config: LeaseCoordinatorConfig,
-    pub(super) retrieval: Retrieval,
-    pub(super) get_records_path: GetRecordsPath,
-    pub(super) shard_sync_interval: Duration,
-    pub(super) finished_lease_grace: Duration,
-    pub(super) parent_poll_interval: Duration,
-    pub(super) retry_base: Duration,
-    pub(super) retry_cap: Duration,
-    pub(super) call_process_records_even_for_empty: bool,
-    pub(super) processing: ProcessingConfig,
-    pub(super) retry_policy: Option<RetryPolicy>,
-    pub(super) destination: Option<Arc<dyn FailureDestination>>,
-    pub(super) filter: Option<RecordFilter>,
     pub(super) streams: Option<StreamSource>,
     pub(super) catalog: Option<Arc<dyn StreamCatalog>>,
-    pub(super) stream_discovery_interval: Duration,
-    pub(super) removed_stream_grace: Duration,
+    pub(super) config: WorkerConfig,
 }
 
 impl<F: ProcessorFactory> WorkerBuilder<F> {
@@ -98,30 +39,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         Self {
             stream: stream.into(),
             application_name: application_name.into(),
-            worker_id: None,
             store: None,
             source: None,
             lister: None,
             kinesis: None,
             factory: None,
-            initial_position: InitialPosition::Latest,
-            lease_config: LeaseCoordinatorConfig::default(),
-            retrieval: Retrieval::default(),
-            get_records_path: GetRecordsPath::default(),
-            shard_sync_interval: Duration::from_secs(60),
-            finished_lease_grace: Duration::from_secs(300),
-            parent_poll_interval: Duration::from_secs(1),
-            retry_base: Duration::from_millis(500),
-            retry_cap: Duration::from_secs(30),
-            call_process_records_even_for_empty: false,
-            processing: ProcessingConfig::default(),
-            retry_policy: None,
-            destination: None,
-            filter: None,
             streams: None,
             catalog: None,
-            stream_discovery_interval: Duration::from_secs(30),
-            removed_stream_grace: Duration::from_secs(300),
+            config: WorkerConfig::default(),
         }
     }
 
@@ -134,7 +59,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// This worker's id; unique in the fleet. A restarted process that keeps its id adopts the leases its
     /// predecessor held.
     pub fn worker_id(mut self, worker_id: impl Into<String>) -> Self {
-        self.worker_id = Some(worker_id.into());
+        self.config.worker_id = Some(worker_id.into());
         self
     }
 
@@ -177,7 +102,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
 
     /// Multi-stream: how often the [`StreamSource`] is asked for the current streams.
     pub fn stream_discovery_interval(mut self, interval: Duration) -> Self {
-        self.stream_discovery_interval = interval;
+        self.config.stream_discovery_interval = interval;
         self
     }
 
@@ -185,7 +110,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// checkpoints, should it be listed again — before the sync leader deletes them. At least the discovery
     /// interval, so that a worker that has not yet seen a new stream does not count it as removed.
     pub fn removed_stream_grace(mut self, grace: Duration) -> Self {
-        self.removed_stream_grace = grace;
+        self.config.removed_stream_grace = grace;
         self
     }
 
@@ -203,13 +128,13 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
 
     /// Where shards without a checkpoint start.
     pub fn initial_position(mut self, position: InitialPosition) -> Self {
-        self.initial_position = position;
+        self.config.initial_position = position;
         self
     }
 
     /// Lease timings, renewal mode and balancing limits.
     pub fn lease_config(mut self, config: LeaseCoordinatorConfig) -> Self {
-        self.lease_config = config;
+        self.config.lease = config;
         self
     }
 
@@ -223,52 +148,52 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// kcl-rs's own signed request and decoder (default, see [`LeanPollingApi`]), or the AWS SDK's
     /// ([`GetRecordsPath::Sdk`]; choose it when the client has a custom HTTP client such as a proxy or private CA).
     pub fn get_records_path(mut self, path: GetRecordsPath) -> Self {
-        self.get_records_path = path;
+        self.config.get_records_path = path;
         self
     }
 
     /// Polling or enhanced fan-out (used with [`kinesis_client`](Self::kinesis_client); default: polling).
     pub fn retrieval(mut self, retrieval: Retrieval) -> Self {
-        self.retrieval = retrieval;
+        self.config.retrieval = retrieval;
         self
     }
 
     /// How often the sync leader lists shards to find new ones (shard ends create child leases at once anyway).
     pub fn shard_sync_interval(mut self, interval: Duration) -> Self {
-        self.shard_sync_interval = interval;
+        self.config.shard_sync_interval = interval;
         self
     }
 
     /// How long the lease of a finished shard (at `SHARD_END`, children started) is kept before the sync leader
     /// deletes it.
     pub fn finished_lease_grace(mut self, grace: Duration) -> Self {
-        self.finished_lease_grace = grace;
+        self.config.finished_lease_grace = grace;
         self
     }
 
     /// How often a child shard checks whether its parents have finished.
     pub fn parent_poll_interval(mut self, interval: Duration) -> Self {
-        self.parent_poll_interval = interval;
+        self.config.parent_poll_interval = interval;
         self
     }
 
     /// Backoff between retries of a failed `process_records` (and other callbacks): `base` doubling up to `cap`.
     pub fn retry_backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.retry_base = base;
-        self.retry_cap = cap;
+        self.config.retry_base = base;
+        self.config.retry_cap = cap;
         self
     }
 
     /// Deliver empty batches too (for time-based flushing in the processor).
     pub fn call_process_records_even_for_empty(mut self, yes: bool) -> Self {
-        self.call_process_records_even_for_empty = yes;
+        self.config.call_process_records_even_for_empty = yes;
         self
     }
 
     /// Batch size limits, the batching window, parallelism within a shard and who checkpoints (see
     /// [`ProcessingConfig`] for defaults).
     pub fn processing(mut self, config: ProcessingConfig) -> Self {
-        self.processing = config;
+        self.config.processing = config;
         self
     }
 
@@ -277,20 +202,32 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// Default: [`RetryPolicy::default`] with the backoff of [`retry_backoff`](Self::retry_backoff) — retry until
     /// it succeeds, never skip.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = Some(policy);
+        self.config.retry_policy = Some(policy);
         self
     }
 
     /// Where records go whose retries ran out, with `RetryPolicy::on_exhausted(OnExhausted::SendToDestination)`.
     pub fn failure_destination(mut self, destination: Arc<dyn FailureDestination>) -> Self {
-        self.destination = Some(destination);
+        self.config.failure_destination = Some(destination);
         self
     }
 
     /// Processes only the records this filter keeps; dropped records count as processed for checkpointing.
     pub fn filter(mut self, filter: impl Into<RecordFilter>) -> Self {
-        self.filter = Some(filter.into());
+        self.config.filter = Some(filter.into());
         self
+    }
+
+    /// Replaces every setting with `config` (for example one read from a configuration file): call it before the
+    /// setting methods that should adjust it, since it overwrites what they set.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The settings so far.
+    pub fn settings(&self) -> &WorkerConfig {
+        &self.config
     }
 
     /// Checks the settings and builds the worker.
@@ -303,34 +240,13 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             if self.lister.is_some() {
                 return invalid("a multi-stream worker lists shards through stream_catalog(..), not shard_lister(..)");
             }
-            if self.stream_discovery_interval.is_zero() || self.removed_stream_grace < self.stream_discovery_interval {
-                return invalid("multi-stream needs 0 < stream_discovery_interval <= removed_stream_grace");
-            }
         } else if self.catalog.is_some() {
             return invalid("stream_catalog(..) is for multi-stream workers (Worker::multi_stream_builder)");
         }
         if self.application_name.is_empty() {
             return invalid("the application name must not be empty");
         }
-        if self.worker_id.as_deref() == Some("") {
-            return invalid("worker_id must not be empty");
-        }
-        if self.parent_poll_interval.is_zero() || self.shard_sync_interval.is_zero() {
-            return invalid("parent_poll_interval and shard_sync_interval must be greater than zero");
-        }
-        if self.retry_base.is_zero() || self.retry_cap < self.retry_base {
-            return invalid("retry_backoff needs 0 < base <= cap");
-        }
-        let retry_policy = self
-            .retry_policy
-            .clone()
-            .unwrap_or_else(|| RetryPolicy::default().backoff(self.retry_base, self.retry_cap));
-        if let Err(problem) = retry_policy.validate(self.destination.is_some()) {
-            return invalid(&problem);
-        }
-        if let Err(problem) = self.processing.validate() {
-            return invalid(&problem);
-        }
+        self.config.validate(self.streams.is_some(), true)?;
         let Some(store) = self.store.clone() else {
             return invalid("a lease store is required: call lease_store(..)");
         };
@@ -345,18 +261,19 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             match (self.source, lister_or_catalog, self.kinesis.clone()) {
                 (Some(source), Some(()), None) => (source, self.lister),
                 (None, None, Some(client)) => {
-                    let source: Arc<dyn RecordSource> = match self.retrieval {
-                        Retrieval::Polling(config) => match self.get_records_path {
+                    let source: Arc<dyn RecordSource> = match &self.config.retrieval {
+                        Retrieval::Polling(config) => match self.config.get_records_path {
                             GetRecordsPath::Sdk => {
-                                Arc::new(PollingFetcher::new(KinesisPollingApi::new(client.clone()), config)?)
+                                Arc::new(PollingFetcher::new(KinesisPollingApi::new(client.clone()), config.clone())?)
                             }
-                            GetRecordsPath::Lean(format) => {
-                                Arc::new(PollingFetcher::new(LeanPollingApi::new(client.clone(), format), config)?)
-                            }
+                            GetRecordsPath::Lean(format) => Arc::new(PollingFetcher::new(
+                                LeanPollingApi::new(client.clone(), format),
+                                config.clone(),
+                            )?),
                         },
                         Retrieval::FanOut { consumer_name, config } => {
-                            let name = consumer_name.unwrap_or_else(|| self.application_name.clone());
-                            Arc::new(FanOutSource::new(client.clone(), name, config)?)
+                            let name = consumer_name.clone().unwrap_or_else(|| self.application_name.clone());
+                            Arc::new(FanOutSource::new(client.clone(), name, config.clone())?)
                         }
                     };
                     if multi {
@@ -388,16 +305,11 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
                 }
             };
         let mode = match (self.streams, self.catalog, lister) {
-            (Some(source), Some(catalog), _) => StreamMode::Multi(MultiStream {
-                source,
-                catalog,
-                discovery_interval: self.stream_discovery_interval,
-                removed_grace: self.removed_stream_grace,
-            }),
+            (Some(source), Some(catalog), _) => StreamMode::Multi(MultiStream { source, catalog }),
             (None, _, Some(lister)) => StreamMode::Single { stream: self.stream, lister },
             _ => return invalid("internal: no shard lister or stream catalog"),
         };
-        let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
+        let worker_id = self.config.worker_id.clone().unwrap_or_else(default_worker_id);
         Ok(Worker::assemble(super::Parts {
             mode,
             application_name: self.application_name,
@@ -405,18 +317,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             store,
             source,
             factory: Arc::new(factory),
-            initial_position: self.initial_position,
-            lease_config: self.lease_config,
-            shard_sync_interval: self.shard_sync_interval,
-            finished_lease_grace: self.finished_lease_grace,
-            parent_poll_interval: self.parent_poll_interval,
-            retry_base: self.retry_base,
-            retry_cap: self.retry_cap,
-            call_process_records_even_for_empty: self.call_process_records_even_for_empty,
-            processing: self.processing,
-            retry_policy,
-            destination: self.destination,
-            filter: self.filter,
+            config: Arc::new(self.config),
         }))
     }
 }

@@ -49,7 +49,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-pub use builder::{Retrieval, WorkerBuilder};
+pub use crate::config::{Retrieval, WorkerConfig};
+pub use builder::WorkerBuilder;
 use control::CoordinatorControl;
 pub use pause::PauseHandle;
 use running::{Running, set_once};
@@ -57,12 +58,11 @@ use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_change
 
 use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
 use crate::error::KclError;
-use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LeaseEvent};
+use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
-use crate::lifecycle::{ConsumerConfig, ConsumerExit, PauseGate, ShardConsumer, StopReason};
+use crate::lifecycle::{ConsumerExit, PauseGate, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::RecordSource;
-use crate::types::InitialPosition;
 
 /// Asks a running [`Worker`] to stop gracefully: processors get `shutdown_requested` and checkpoint, and every
 /// lease is handed directly to another live worker. Cheap to clone.
@@ -101,18 +101,8 @@ pub(crate) struct Parts<F> {
     store: Arc<dyn LeaseStore>,
     source: Arc<dyn RecordSource>,
     factory: Arc<F>,
-    initial_position: InitialPosition,
-    lease_config: LeaseCoordinatorConfig,
-    shard_sync_interval: Duration,
-    finished_lease_grace: Duration,
-    parent_poll_interval: Duration,
-    retry_base: Duration,
-    retry_cap: Duration,
-    call_process_records_even_for_empty: bool,
-    processing: crate::process::ProcessingConfig,
-    retry_policy: crate::process::RetryPolicy,
-    destination: Option<Arc<dyn crate::process::FailureDestination>>,
-    filter: Option<crate::process::RecordFilter>,
+    /// Every setting, stored once; the shard consumers and the stream tracker share it.
+    config: Arc<WorkerConfig>,
 }
 
 /// One worker of a consumer application. Build it with [`Worker::builder`], then drive [`run`](Self::run).
@@ -208,7 +198,7 @@ impl<F: ProcessorFactory> Worker<F> {
         let pause = PauseGate::new(self.pause_tx.subscribe());
         let p = self.parts;
         let (coordinator, mut events) =
-            LeaseCoordinator::start(p.store.clone(), p.worker_id.clone(), p.lease_config.clone())?;
+            LeaseCoordinator::start(p.store.clone(), p.worker_id.clone(), p.config.lease.clone())?;
         let (stream, lister) = match &p.mode {
             StreamMode::Single { stream, lister } => (stream.clone(), lister.clone()),
             // The template's stream and syncer are replaced per stream (see `Consumers`).
@@ -218,25 +208,15 @@ impl<F: ProcessorFactory> Worker<F> {
             lister,
             p.store.clone(),
             ShardSyncConfig {
-                initial_position: p.initial_position,
+                initial_position: p.config.initial_position,
                 stream_identifier: None,
-                shard_sync_interval: p.shard_sync_interval,
+                shard_sync_interval: p.config.shard_sync_interval,
             },
         ));
         let consumer = Arc::new(ShardConsumer {
-            config: ConsumerConfig {
-                stream,
-                initial_position: p.initial_position,
-                parent_poll_interval: p.parent_poll_interval,
-                retry_base: p.retry_base,
-                retry_cap: p.retry_cap,
-                call_process_records_even_for_empty: p.call_process_records_even_for_empty,
-                processing: p.processing.clone(),
-                retry_policy: p.retry_policy.clone(),
-                destination: p.destination.clone(),
-                filter: p.filter.clone(),
-                pause,
-            },
+            stream,
+            config: p.config.clone(),
+            pause,
             source: p.source.clone(),
             store: p.store.clone(),
             control: Arc::new(CoordinatorControl(coordinator.clone())),
@@ -244,7 +224,7 @@ impl<F: ProcessorFactory> Worker<F> {
         });
         let (mut consumers, sync_task) = match &p.mode {
             StreamMode::Single { .. } => {
-                let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.finished_lease_grace);
+                let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.config.finished_lease_grace);
                 let task = sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone());
                 (Consumers::Single(consumer), tokio::spawn(task.in_current_span()))
             }
@@ -253,9 +233,7 @@ impl<F: ProcessorFactory> Worker<F> {
                     settings.clone(),
                     p.store.clone(),
                     p.worker_id.clone(),
-                    p.initial_position,
-                    p.shard_sync_interval,
-                    p.finished_lease_grace,
+                    p.config.clone(),
                     coordinator.clone(),
                 );
                 let consumers = Consumers::Multi { template: consumer, active, by_stream: HashMap::new() };
@@ -377,7 +355,7 @@ impl<F: ProcessorFactory> Worker<F> {
             run.stop.send_if_modified(|current| set_once(current, StopReason::LeaseLost));
         }
         let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(p.lease_config.handoff_timeout(), drain).await.is_err() {
+        if tokio::time::timeout(p.config.lease.handoff_timeout(), drain).await.is_err() {
             tracing::warn!(
                 consumers = tasks.len(),
                 "shard consumers still running after the handoff timeout; aborting them"

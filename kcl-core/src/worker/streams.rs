@@ -13,22 +13,20 @@ use tokio::time::Instant;
 use tokio::task::JoinSet;
 
 use super::running::{Running, set_once, start_consumer};
+use crate::config::WorkerConfig;
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
 use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;
 use crate::lease::{Lease, LeaseStore};
-use crate::lifecycle::{ConsumerConfig, ConsumerExit, ShardConsumer, StopReason};
+use crate::lifecycle::{ConsumerExit, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::backoff::SplitMix64;
-use crate::types::InitialPosition;
 
 /// The multi-stream settings of a worker.
 #[derive(Clone)]
 pub(crate) struct MultiStream {
     pub(crate) source: StreamSource,
     pub(crate) catalog: Arc<dyn StreamCatalog>,
-    pub(crate) discovery_interval: Duration,
-    pub(crate) removed_grace: Duration,
 }
 
 /// A stream being consumed now.
@@ -47,9 +45,8 @@ pub(crate) struct StreamTracker {
     settings: MultiStream,
     store: Arc<dyn LeaseStore>,
     worker_id: String,
-    initial_position: InitialPosition,
-    shard_sync_interval: Duration,
-    finished_lease_grace: Duration,
+    /// The worker's settings: discovery and sync intervals, grace periods, the initial position.
+    config: Arc<WorkerConfig>,
     coordinator: LeaseCoordinatorHandle,
     /// Listed name → its identifier and stream; a name is described once, when it first appears.
     resolved: HashMap<String, (String, Arc<ActiveStream>)>,
@@ -61,14 +58,11 @@ pub(crate) struct StreamTracker {
 }
 
 impl StreamTracker {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         settings: MultiStream,
         store: Arc<dyn LeaseStore>,
         worker_id: String,
-        initial_position: InitialPosition,
-        shard_sync_interval: Duration,
-        finished_lease_grace: Duration,
+        config: Arc<WorkerConfig>,
         coordinator: LeaseCoordinatorHandle,
     ) -> (Self, watch::Receiver<Arc<ActiveStreams>>) {
         let (active_tx, active_rx) = watch::channel(Arc::new(ActiveStreams::new()));
@@ -77,9 +71,7 @@ impl StreamTracker {
             settings,
             store,
             worker_id,
-            initial_position,
-            shard_sync_interval,
-            finished_lease_grace,
+            config,
             coordinator,
             resolved: HashMap::new(),
             cleaners: HashMap::new(),
@@ -104,11 +96,11 @@ impl StreamTracker {
                         if added || next_sync.is_none() {
                             next_sync = Some(Instant::now());
                         }
-                        Instant::now() + self.settings.discovery_interval
+                        Instant::now() + self.config.stream_discovery_interval
                     }
                     Err(error) => {
                         tracing::warn!(%error, "stream discovery failed; keeping the current streams");
-                        Instant::now() + self.settings.discovery_interval.min(Duration::from_secs(1))
+                        Instant::now() + self.config.stream_discovery_interval.min(Duration::from_secs(1))
                     }
                 };
             }
@@ -141,9 +133,9 @@ impl StreamTracker {
                         self.settings.catalog.shard_lister(name),
                         self.store.clone(),
                         ShardSyncConfig {
-                            initial_position: self.initial_position,
+                            initial_position: self.config.initial_position,
                             stream_identifier: Some(identifier.clone()),
-                            shard_sync_interval: self.shard_sync_interval,
+                            shard_sync_interval: self.config.shard_sync_interval,
                         },
                     );
                     let stream = ActiveStream { name: Arc::from(name.as_str()), syncer: Arc::new(syncer) };
@@ -190,7 +182,7 @@ impl StreamTracker {
                     created += report.created.len();
                     let cleaner = self.cleaners.entry(identifier.clone()).or_insert_with(|| {
                         LeaseCleaner::new(self.store.clone(), Some(identifier.clone()))
-                            .with_grace(self.finished_lease_grace)
+                            .with_grace(self.config.finished_lease_grace)
                     });
                     match cleaner.run_among(&leases, &[]).await {
                         Ok(deleted) if !deleted.is_empty() => {
@@ -233,7 +225,7 @@ impl StreamTracker {
         self.removed_since.retain(|identifier, _| removed.contains(identifier.as_str()));
         for identifier in &removed {
             self.removed_since.entry((*identifier).to_owned()).or_insert_with(|| {
-                tracing::info!(stream = %identifier, grace = ?self.settings.removed_grace, "a stream with leases is not listed any more; deleting its leases after the grace period");
+                tracing::info!(stream = %identifier, grace = ?self.config.removed_stream_grace, "a stream with leases is not listed any more; deleting its leases after the grace period");
                 now
             });
         }
@@ -243,7 +235,7 @@ impl StreamTracker {
         let due: Vec<String> = self
             .removed_since
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= self.settings.removed_grace)
+            .filter(|(_, since)| now.duration_since(**since) >= self.config.removed_stream_grace)
             .map(|(identifier, _)| identifier.clone())
             .collect();
         for identifier in due {
@@ -261,7 +253,7 @@ impl StreamTracker {
 
     /// The shard sync interval ± 10 %, so a fleet's syncs drift apart.
     fn next_sync_delay(&mut self) -> Duration {
-        let base = self.shard_sync_interval;
+        let base = self.config.shard_sync_interval;
         let spread = u64::try_from((base / 5).as_millis()).unwrap_or(u64::MAX);
         (base - base / 10) + Duration::from_millis(self.jitter.below(spread.saturating_add(1)))
     }
@@ -272,7 +264,7 @@ impl StreamTracker {
 pub(crate) enum Consumers {
     Single(Arc<ShardConsumer>),
     Multi {
-        /// Everything but the stream; `config.stream` and `syncer` are replaced per stream.
+        /// Everything but the stream; `stream` and `syncer` are replaced per stream.
         template: Arc<ShardConsumer>,
         active: watch::Receiver<Arc<ActiveStreams>>,
         by_stream: HashMap<String, Arc<ShardConsumer>>,
@@ -289,7 +281,9 @@ impl Consumers {
                 let active = active.borrow().get(stream)?.clone();
                 let consumer = by_stream.entry(stream.to_owned()).or_insert_with(|| {
                     Arc::new(ShardConsumer {
-                        config: ConsumerConfig { stream: active.name.clone(), ..template.config.clone() },
+                        stream: active.name.clone(),
+                        config: template.config.clone(),
+                        pause: template.pause.clone(),
                         source: template.source.clone(),
                         store: template.store.clone(),
                         control: template.control.clone(),

@@ -8,6 +8,8 @@
 //!
 //! * `cargo run -p kcl-examples --bin iot-consumer` — in memory, with generated traffic; prints a JSON summary.
 //! * `… -- --kinesis-endpoint http://127.0.0.1:4567 --dynamodb-endpoint http://127.0.0.1:8000` — emulators.
+//! * `… -- --config kcl.toml` — worker settings from a TOML file (keys in `kcl_core::config`, e.g. `parallelism`,
+//!   `max_attempts`), over this example's own; `KCL_…` environment variables override the file.
 //! * `… -- --aws` — real AWS (creates a stream and a lease table, deletes both unless `--keep`; costs money).
 
 use std::fs::File;
@@ -75,6 +77,10 @@ struct Args {
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
     /// Where the stream and the lease table live (memory, emulators or AWS).
+    /// Worker settings from this TOML file (keys: see `kcl_core::config`), laid over this example's own; `KCL_…`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -169,6 +175,11 @@ fn remove_if_present(path: &PathBuf) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // Logs go to stderr (stdout carries the example's own output); `RUST_LOG=info,kcl_core=debug` shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     if args.devices == 0 || args.shards == 0 {
         return Err("--devices and --shards must be at least 1".into());
@@ -218,7 +229,7 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
     );
 
     let processors = shared.clone();
-    let worker = backend
+    let builder = backend
         .worker()
         .worker_id("iot-consumer-1")
         .initial_position(InitialPosition::TrimHorizon)
@@ -238,7 +249,10 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
         }))
         .processing(
             ProcessingConfig::default().parallelism(args.parallelism).checkpointing(Checkpointing::AfterEachBatch),
-        )
+        );
+    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
+    let worker = builder
+        .config(settings)
         .processor_factory(move |_shard: &str| IotProcessor { shared: processors.clone() })
         .build()?;
     let shutdown = worker.shutdown_handle();

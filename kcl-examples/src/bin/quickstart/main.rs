@@ -6,9 +6,12 @@
 //! * `cargo run -p kcl-examples --bin quickstart` — in memory: no AWS account, no emulator.
 //! * `… -- --kinesis-endpoint http://127.0.0.1:4567 --dynamodb-endpoint http://127.0.0.1:8000` — against local
 //!   emulators (kinesis-mock, DynamoDB Local).
+//! * `… -- --config kcl.toml` — worker settings from a TOML file (keys in `kcl_core::config`), over the demo's own
+//!   short leases and intervals; `KCL_…` environment variables override the file.
 //! * `… -- --aws` — against real AWS with the standard credential chain and region (creates a stream and a table,
 //!   deletes both at the end unless `--keep`; this costs money).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +47,10 @@ struct Args {
     /// Give up waiting for the fleet after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Worker settings from this TOML file (keys: see `kcl_core::config`), laid over the demo's own; `KCL_…`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the stream and the lease table live (memory, emulators or AWS).
     #[command(flatten)]
     backend: BackendArgs,
@@ -75,18 +82,22 @@ struct Member {
     task: tokio::task::JoinHandle<Result<(), KclError>>,
 }
 
-fn start_worker(id: &str, backend: &Backend, ledger: &Arc<Ledger>) -> Result<Member, BoxError> {
+fn start_worker(id: &str, backend: &Backend, ledger: &Arc<Ledger>, config: Option<&Path>) -> Result<Member, BoxError> {
     // Short leases so the demo's failover and balancing happen within seconds (KCL's default is 10 s).
     let lease_config = LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build()?;
     let worker_name: Arc<str> = Arc::from(id);
     let ledger = ledger.clone();
-    let worker = backend
+    let builder = backend
         .worker()
-        .worker_id(id)
         .initial_position(InitialPosition::TrimHorizon)
         .lease_config(lease_config)
         .shard_sync_interval(Duration::from_secs(2))
-        .parent_poll_interval(Duration::from_millis(100))
+        .parent_poll_interval(Duration::from_millis(100));
+    let settings = builder.settings().clone().with_file_and_env(config)?;
+    let worker = builder
+        .config(settings)
+        // Three workers share this process: each keeps its own id whatever the file says.
+        .worker_id(id)
         .processor_factory(move |_shard: &str| IotProcessor { worker: worker_name.clone(), ledger: ledger.clone() })
         .build()?;
     let shutdown = worker.shutdown_handle();
@@ -108,6 +119,11 @@ fn progress(ledger: &Ledger, started: Instant) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // Logs go to stderr (stdout carries the example's own output); `RUST_LOG=info,kcl_core=debug` shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     if args.devices == 0 {
         return Err("--devices must be at least 1".into());
@@ -135,7 +151,7 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
 
     let mut fleet = Vec::new();
     for id in ["worker-1", "worker-2", "worker-3"] {
-        fleet.push(start_worker(id, backend, &ledger)?);
+        fleet.push(start_worker(id, backend, &ledger, args.config.as_deref())?);
     }
 
     // Put the readings over ~8 s while the stream reshards and a worker leaves.
