@@ -10,16 +10,17 @@ const LD: Duration = Duration::from_millis(1000);
 #[test]
 fn next_expiry_is_the_earliest_future_expiry_of_another_workers_lease() {
     let config = LeaseCoordinatorConfig::builder().lease_duration(LD).build().unwrap();
-    let mut leases: Vec<Lease> = ["me", "a", "b", ""]
-        .iter()
-        .enumerate()
-        .map(|(i, owner)| {
-            let mut lease = Lease::new_for_shard(format!("shard-{i:03}"), ExtendedSequenceNumber::TrimHorizon);
-            lease.lease_owner = (!owner.is_empty()).then(|| owner.to_string());
-            lease.lease_counter = 1;
-            lease
-        })
-        .collect();
+    let lease = |key: &str, owner: Option<&str>| {
+        let mut lease = Lease::new_for_shard(key, ExtendedSequenceNumber::TrimHorizon);
+        (lease.lease_owner, lease.lease_counter) = (owner.map(str::to_owned), 1);
+        lease
+    };
+    let mut leases = vec![
+        lease("shard-000", Some("me")),
+        lease("shard-001", Some("a")),
+        lease("shard-002", Some("b")),
+        lease("shard-003", None),
+    ];
     let mine: HashSet<String> = HashSet::from(["shard-000".to_owned()]);
     let t0 = Instant::now();
     let mut view = FleetView::default();

@@ -221,10 +221,12 @@ fn finished_leases_are_neither_taken_nor_counted() {
     assert!(!plan.steal[0].checkpoint.is_shard_end());
 }
 
+/// Owners of the listing, already handed during this shutdown, max_leases_for_worker, expected receiver.
+type ReceiverCase = (&'static [&'static str], &'static [(&'static str, usize)], Option<usize>, Option<&'static str>);
+
 #[test]
 fn a_stopping_worker_hands_to_the_least_loaded_live_worker() {
-    // (owners of the listing, already handed during this shutdown, max_leases_for_worker, expected receiver)
-    let cases: &[(&[&str], &[(&str, usize)], Option<usize>, Option<&str>)] = &[
+    let cases: &[ReceiverCase] = &[
         (&["a", "a", "a", "b", "me", "me"], &[], None, Some("b")),
         (&["a", "a", "a", "b", "me", "me"], &[("b", 3)], None, Some("a")),
         (&["b", "b", "a", "a", "me"], &[], None, Some("a")),

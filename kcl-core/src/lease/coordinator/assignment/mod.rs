@@ -10,6 +10,7 @@
 //! look, how to write the takes and steals safely).
 
 mod count;
+mod load;
 mod seam;
 
 pub(crate) use self::seam::{Fleet, LeaseAssignment, Local};
