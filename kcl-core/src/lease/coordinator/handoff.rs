@@ -6,13 +6,14 @@
 //! * Incoming (we stole it): we wait until `checkpoint_owner` is cleared, noticed by a failed renewal or a poll,
 //!   then confirm and start; or [`force_take`] after the handoff window.
 //! * Handed to us by a stopping worker: noticed by a poll and adopted with a fenced renewal.
-//! * Handed by us, when stopping ([`hand_over`]): one `take_lease` on the least-loaded live worker's behalf, or a
+//! * Handed by us, when stopping ([`hand_over`]): one `take_lease` on the behalf of the worker the assignment policy picks (the least-loaded live one), or a
 //!   release; a lease that reaches a stopping worker is passed on the same way ([`pass_on`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::time::Instant;
 
+use super::assignment::{Fleet, Local};
 use super::config::RenewalMode;
 use super::events::{LeaseEvent, LostReason};
 use super::fleet;
@@ -419,34 +420,10 @@ pub(crate) async fn hand_over(shared: &Shared, key: &str, generation: u64) -> Re
     }
 }
 
-/// The least-loaded live worker other than this one, respecting `max_leases_for_worker`.
+/// Whom to hand a lease to, by the assignment policy (the least-loaded live worker with the count-based one).
 fn pick_target(shared: &Shared, state: &State) -> Option<String> {
-    let config = &shared.config;
-    let ld = config.lease_duration();
-    let mode = config.renewal_mode();
-    let now = Instant::now();
-    let me = shared.worker_id.as_str();
-    let mut load: HashMap<&str, usize> = HashMap::new();
-    for lease in &state.listing {
-        let Some(owner) = lease.lease_owner.as_deref() else { continue };
-        let alive = match mode {
-            RenewalMode::PerLease => !state.view.is_expired(lease, mode, now, ld),
-            RenewalMode::WorkerHeartbeat => !state.view.worker_dead(owner, now, ld),
-        };
-        if owner != me && alive {
-            *load.entry(owner).or_default() += 1;
-        }
-    }
-    if mode == RenewalMode::WorkerHeartbeat {
-        for worker in state.view.live_heartbeats(now, ld) {
-            if worker != me {
-                load.entry(worker).or_default();
-            }
-        }
-    }
-    load.into_iter()
-        .map(|(worker, count)| (worker, count + state.handed.get(worker).copied().unwrap_or_default()))
-        .filter(|(_, count)| config.max_leases_for_worker().is_none_or(|max| *count < max))
-        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))
-        .map(|(worker, _)| worker.to_owned())
+    let mine: HashSet<String> = state.slots.keys().cloned().collect();
+    let local = Local { me: &shared.worker_id, mine: &mine, my_count: mine.len(), incoming_pending: false };
+    let fleet = Fleet::observe(&state.listing, local, &shared.config, &state.view, Instant::now());
+    shared.assignment.receiver(&fleet, &state.handed)
 }

@@ -90,8 +90,9 @@
 //! deadline is `lease_duration − safety_margin` after the last success either way.
 //!
 //! # Balancing and handoff
-//! See the `taker` notes: target ⌈leases / workers⌉, expired leases first, then at most
-//! `max_leases_to_steal_at_one_time` steals from the most loaded worker, KCL's rule for ± 1 stability. Every steal
+//! The policy lives in the `assignment` module (the one place to change it): by default Java KCL 2.x's count-based
+//! balance, target ⌈leases / workers⌉, expired leases first, then at most `max_leases_to_steal_at_one_time` steals
+//! from the most loaded worker, KCL's rule for ± 1 stability. Every steal
 //! is a graceful handoff: the thief calls `assign_for_handoff` (owner = thief, `checkpoint_owner` = old owner); the
 //! old owner notices (its next renewal fails, or a poll), emits `HandoffRequested`, DEFERS the processor's checkpoints
 //! and on `handoff_done` writes the last one as the final checkpoint, which clears `checkpoint_owner` (with nothing to
@@ -116,6 +117,7 @@
 //! old version only ever makes this worker stop earlier or wait longer. So eventually consistent reads, such as a
 //! DynamoDB GSI query for `list_leases_by_owner`, are fine.
 
+mod assignment;
 mod config;
 mod events;
 mod fence;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use super::assignment::{self, LeaseAssignment};
 use super::config::{LeaseCoordinatorConfig, RenewalMode};
 use super::events::{LeaseEvent, LostReason};
 use super::metrics::CoordinatorMetrics;
@@ -120,6 +121,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<dyn LeaseStore>,
     pub(crate) worker_id: String,
     pub(crate) config: LeaseCoordinatorConfig,
+    /// The balancing policy: what to take and steal, whom to hand leases to.
+    pub(crate) assignment: Box<dyn LeaseAssignment>,
     state: Mutex<State>,
     /// `None` once the coordinator stopped, which closes the application's event channel.
     events: Mutex<Option<mpsc::UnboundedSender<LeaseEvent>>>,
@@ -144,9 +147,11 @@ impl Shared {
     ) -> Self {
         let metrics = CoordinatorMetrics::new(&worker_id);
         let rng = Mutex::new(Rng::seeded_for(&worker_id));
+        let assignment = assignment::for_config(&config);
         Self {
             store,
             worker_id,
+            assignment,
             config,
             state: Mutex::new(State::default()),
             events: Mutex::new(Some(events)),

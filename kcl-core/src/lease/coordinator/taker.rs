@@ -2,168 +2,45 @@
 //! "Failover time"), list the lease table, take expired leases, and steal (through a graceful handoff) toward an
 //! even share.
 //!
-//! Balancing follows Java KCL's `DynamoDBLeaseTaker`: target = ⌈leases / workers⌉ (capped by
-//! `max_leases_for_worker`), where workers are this one plus every owner of an unexpired lease (plus, in heartbeat
-//! mode, every worker with a live heartbeat, so newcomers count before they own anything). Expired leases are taken
-//! first; only when none exist does a worker steal, from the most loaded worker, at most
-//! `max_leases_to_steal_at_one_time`, and only if that worker is above target (or at target while we need more than
-//! one), so the fleet settles within ± 1 lease and never oscillates.
-//!
-//! Unlike KCL, a worker steals only while no handoff of its own is in flight, and the moment one completes it runs
-//! the next cycle instead of waiting a full take interval: a joining worker pulls its share one graceful handoff at
-//! a time, without the lag spike of a lease dropped mid-batch (KCL #332) and without waiting minutes.
+//! What to take and steal is the assignment policy's choice (`assignment`, Java KCL 2.x's count-based balance by
+//! default); this file decides when to look and makes the takes and steals safely. The moment a handoff of ours
+//! completes the taker runs its next cycle instead of waiting a full take interval: a joining worker pulls its share
+//! one graceful handoff at a time, without the lag spike of a lease dropped mid-batch (KCL #332) and without waiting
+//! minutes.
 //!
 //! Start-up: in heartbeat mode the first cycle waits for this worker's first heartbeat plus
 //! `min(renewal_interval, 1 s)`, so workers started together see each other and take even shares at once. In
 //! per-lease mode a worker is invisible until it owns a lease (as in KCL), so the first one may take everything and
 //! the others steal their shares as above.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use tokio::time::Instant;
 
+use super::assignment::{Fleet, Local};
 use super::config::{LeaseCoordinatorConfig, RenewalMode};
-use super::rng::Rng;
 use super::state::{Phase, Shared};
 use super::view::FleetView;
 use super::{fleet, io};
 use crate::lease::{Lease, LeaseFence};
 
-/// What one take cycle will do.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// Expired or unowned leases to take.
-    pub(crate) take: Vec<Lease>,
-    /// Leases to steal through a handoff.
-    pub(crate) steal: Vec<Lease>,
-}
-
-/// Inputs of [`plan`] besides the listing.
-pub(crate) struct PlanInput<'a> {
-    pub(crate) me: &'a str,
-    /// Keys of every lease this worker has a slot for.
-    pub(crate) mine: &'a HashSet<String>,
-    /// Leases this worker owns or is acquiring (active, draining, incoming).
-    pub(crate) my_count: usize,
-    /// Whether a steal of ours is still waiting for its old owner.
-    pub(crate) incoming_pending: bool,
-    pub(crate) config: &'a LeaseCoordinatorConfig,
-    pub(crate) view: &'a FleetView,
-    pub(crate) now: Instant,
-}
-
-/// Decides what to take and steal. Pure, so it is tested without a store.
-pub(crate) fn plan(listing: &[Lease], input: &PlanInput<'_>, rng: &mut Rng) -> Plan {
-    let PlanInput { me, mine, my_count, incoming_pending, config, view, now } = *input;
-    let ld = config.lease_duration();
-    let mode = config.renewal_mode();
-    // A finished shard (checkpoint SHARD_END) needs no worker: the pipeline releases it and cleanup deletes it. It
-    // is neither taken nor counted toward anyone's share (Java KCL keeps taking and renewing such leases until
-    // cleanup, which skews the balance after every reshard).
-    let leases: Vec<&Lease> = listing.iter().filter(|l| !l.checkpoint.is_shard_end()).collect();
-    if leases.is_empty() {
-        return Plan::default();
-    }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut expired = Vec::new();
-    let mut orphans = 0;
-    for &lease in &leases {
-        let owner = lease.lease_owner.as_deref();
-        if owner == Some(me) {
-            // Ours in the store but no slot: the poller adopts these; count them so we do not overshoot.
-            if !mine.contains(&lease.lease_key) {
-                orphans += 1;
-            }
-            continue;
-        }
-        if mine.contains(&lease.lease_key) {
-            continue;
-        }
-        if view.is_expired(lease, mode, now, ld) {
-            expired.push(lease);
-        } else if let Some(owner) = owner {
-            *counts.entry(owner).or_default() += 1;
-        }
-    }
-    let mut workers: HashSet<&str> = counts.keys().copied().collect();
-    workers.insert(me);
-    if mode == RenewalMode::WorkerHeartbeat {
-        workers.extend(view.live_heartbeats(now, ld));
-    }
-    let mut target = leases.len().div_ceil(workers.len());
-    if let Some(max) = config.max_leases_for_worker() {
-        target = target.min(max);
-    }
-    let have = my_count + orphans;
-    let need = target.saturating_sub(have);
-    if need == 0 {
-        return Plan::default();
-    }
-    if !expired.is_empty() {
-        rng.shuffle(&mut expired);
-        let take = match mode {
-            RenewalMode::PerLease => expired.into_iter().take(need).cloned().collect(),
-            RenewalMode::WorkerHeartbeat => {
-                // Taking a dead worker's leases needs a fencing write on its heartbeat, which every other worker then
-                // sees as a change (and would wait another lease_duration). So the fencer takes all of them, up to
-                // max_leases_for_worker; rebalancing later moves some on through graceful handoffs.
-                let (owned, unowned): (Vec<&Lease>, Vec<&Lease>) =
-                    expired.into_iter().partition(|l| l.lease_owner.is_some());
-                let mut take: Vec<Lease> = unowned.into_iter().take(need).cloned().collect();
-                let room = config.max_leases_for_worker().map_or(usize::MAX, |max| max.saturating_sub(have));
-                take.extend(owned.into_iter().take(room.saturating_sub(take.len())).cloned());
-                take
-            }
-        };
-        return Plan { take, steal: Vec::new() };
-    }
-    let max_steal = config.max_leases_to_steal_at_one_time();
-    if incoming_pending || max_steal == 0 {
-        return Plan::default();
-    }
-    // The most loaded other worker; ties broken by name so every worker agrees on the victim.
-    let Some((victim, victim_count)) =
-        counts.iter().filter(|(w, _)| **w != me).max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-    else {
-        return Plan::default();
-    };
-    // Above target: steal the excess. At target: steal one only if we need more than one (so 4/3/3 stays put but
-    // 4/4/2 moves to 4/3/3).
-    let over = victim_count.saturating_sub(target);
-    let to_steal = if over > 0 {
-        over.min(need)
-    } else if *victim_count == target && need > 1 {
-        1
-    } else {
-        0
-    }
-    .min(max_steal);
-    if to_steal == 0 {
-        return Plan::default();
-    }
-    let mut candidates: Vec<&Lease> = leases
-        .into_iter()
-        .filter(|l| {
-            l.lease_owner.as_deref() == Some(*victim)
-                && l.checkpoint_owner.is_none()
-                && !mine.contains(&l.lease_key)
-                && !view.is_expired(l, mode, now, ld)
-        })
-        .collect();
-    rng.shuffle(&mut candidates);
-    Plan { take: Vec::new(), steal: candidates.into_iter().take(to_steal).cloned().collect() }
-}
-
 /// The earliest instant after `now` at which a lease of another worker in `listing` expires by the local-clock rule
 /// if nothing changes, so the take loop can look again right then instead of at its next regular tick.
-pub(crate) fn next_expiry(listing: &[Lease], input: &PlanInput<'_>) -> Option<Instant> {
-    let (mode, ld) = (input.config.renewal_mode(), input.config.lease_duration());
+pub(crate) fn next_expiry(
+    listing: &[Lease],
+    me: &str,
+    mine: &HashSet<String>,
+    config: &LeaseCoordinatorConfig,
+    view: &FleetView,
+    now: Instant,
+) -> Option<Instant> {
+    let (mode, ld) = (config.renewal_mode(), config.lease_duration());
     listing
         .iter()
-        .filter(|l| !l.checkpoint.is_shard_end() && l.lease_owner.as_deref() != Some(input.me))
-        .filter(|l| !input.mine.contains(&l.lease_key))
-        .filter_map(|l| input.view.expires_at(l, mode, ld))
-        .filter(|at| *at > input.now)
+        .filter(|l| !l.checkpoint.is_shard_end() && l.lease_owner.as_deref() != Some(me))
+        .filter(|l| !mine.contains(&l.lease_key))
+        .filter_map(|l| view.expires_at(l, mode, ld))
+        .filter(|at| *at > now)
         .min()
 }
 
@@ -191,16 +68,11 @@ pub(crate) async fn take_cycle(shared: &Shared) -> Option<Instant> {
         let mine: HashSet<String> = state.slots.keys().cloned().collect();
         let my_count = state.slots.values().filter(|s| s.phase.is_owned()).count();
         let incoming_pending = state.slots.values().any(|s| matches!(s.phase, Phase::Incoming { .. }));
-        let input = PlanInput {
-            me,
-            mine: &mine,
-            my_count,
-            incoming_pending,
-            config: &shared.config,
-            view: &state.view,
-            now: Instant::now(),
-        };
-        (plan(&leases, &input, &mut shared.rng()), next_expiry(&leases, &input))
+        let now = Instant::now();
+        let local = Local { me, mine: &mine, my_count, incoming_pending };
+        let fleet = Fleet::observe(&leases, local, &shared.config, &state.view, now);
+        let plan = shared.assignment.plan(&fleet, &mut shared.rng());
+        (plan, next_expiry(&leases, me, &mine, &shared.config, &state.view, now))
     };
     let fenced = fence_dead_workers(shared, &plan.take).await;
     let mut lost_race = false;

@@ -1,241 +1,36 @@
-//! Unit tests of the take/steal plan.
+//! Unit tests of the take cycle's timing (the balancing plan is tested with its policy, in `assignment`).
 
 use std::time::Duration;
 
 use super::*;
 use crate::ExtendedSequenceNumber;
-use crate::lease::WorkerHeartbeat;
 
 const LD: Duration = Duration::from_millis(1000);
 
-fn config(mode: RenewalMode) -> LeaseCoordinatorConfig {
-    LeaseCoordinatorConfig::builder().lease_duration(LD).renewal_mode(mode).build().unwrap()
-}
-
-/// `spec` lists owners, one per lease: "" for unowned.
-fn leases(spec: &[&str]) -> Vec<Lease> {
-    spec.iter()
-        .enumerate()
-        .map(|(i, owner)| {
-            let mut lease = Lease::new_for_shard(format!("shard-{i:03}"), ExtendedSequenceNumber::TrimHorizon);
-            lease.lease_owner = (!owner.is_empty()).then(|| owner.to_string());
-            lease.lease_counter = 1;
-            lease
-        })
-        .collect()
-}
-
-fn owners(n: usize, owner: &'static str) -> Vec<&'static str> {
-    vec![owner; n]
-}
-
-struct Case {
-    leases: Vec<Lease>,
-    mine: HashSet<String>,
-    incoming_pending: bool,
-    config: LeaseCoordinatorConfig,
-    view: FleetView,
-    now: Instant,
-}
-
-impl Case {
-    fn new(spec: &[&str], mode: RenewalMode) -> Self {
-        let leases = leases(spec);
-        let mine = leases.iter().filter(|l| l.lease_owner.as_deref() == Some("me")).map(|l| l.lease_key.clone());
-        let now = Instant::now();
-        let mut view = FleetView::default();
-        view.observe_leases(&leases, now);
-        Case { mine: mine.collect(), leases, incoming_pending: false, config: config(mode), view, now }
-    }
-
-    fn plan(&self) -> Plan {
-        let input = PlanInput {
-            me: "me",
-            mine: &self.mine,
-            my_count: self.mine.len(),
-            incoming_pending: self.incoming_pending,
-            config: &self.config,
-            view: &self.view,
-            now: self.now,
-        };
-        plan(&self.leases, &input, &mut Rng::seeded_for("test"))
-    }
-
-    fn next_expiry(&self, now: Instant) -> Option<Instant> {
-        let input = PlanInput {
-            me: "me",
-            mine: &self.mine,
-            my_count: self.mine.len(),
-            incoming_pending: self.incoming_pending,
-            config: &self.config,
-            view: &self.view,
-            now,
-        };
-        next_expiry(&self.leases, &input)
-    }
-}
-
 #[test]
 fn next_expiry_is_the_earliest_future_expiry_of_another_workers_lease() {
-    let mut case = Case::new(&["me", "a", "b", ""], RenewalMode::PerLease);
-    let t0 = case.now;
-    // Lease b (shard-002) is seen renewed later: a's lease expires first. Ours and the unowned one never count.
-    case.leases[2].lease_counter = 2;
-    case.view.observe_leases(&case.leases, t0 + LD / 2);
-    assert_eq!(case.next_expiry(t0), Some(t0 + LD));
-    // Once a's instant has come, the next one is b's; after that nothing is pending (no busy loop).
-    assert_eq!(case.next_expiry(t0 + LD), Some(t0 + LD + LD / 2));
-    assert_eq!(case.next_expiry(t0 + LD * 2), None);
-}
-
-#[test]
-fn nothing_to_do_without_leases() {
-    assert_eq!(Case::new(&[], RenewalMode::PerLease).plan(), Plan::default());
-}
-
-#[test]
-fn a_lone_worker_takes_every_unowned_lease() {
-    let plan = Case::new(&owners(12, ""), RenewalMode::PerLease).plan();
-    assert_eq!(plan.take.len(), 12);
-    assert!(plan.steal.is_empty());
-}
-
-#[test]
-fn expired_leases_are_taken_before_any_steal() {
-    let mut spec = owners(6, "a");
-    spec.extend(owners(2, "dead"));
-    let mut case = Case::new(&spec, RenewalMode::PerLease);
-    // Everything was seen at `now`; "a" renews later, "dead" does not.
-    let later = case.now + LD * 2;
-    let a_leases: Vec<Lease> =
-        case.leases.iter().map(|l| if l.lease_owner.as_deref() == Some("a") { bump(l) } else { l.clone() }).collect();
-    case.view.observe_leases(&a_leases, later - LD / 2);
-    case.leases = a_leases;
-    case.now = later;
-    let plan = case.plan();
-    // 8 leases, workers {a, me} (dead's leases are expired): target 4, need 4, but only 2 expired exist.
-    assert_eq!(plan.take.len(), 2);
-    assert!(plan.take.iter().all(|l| l.lease_owner.as_deref() == Some("dead")));
-    assert!(plan.steal.is_empty(), "no steal while expired leases exist");
-}
-
-fn bump(lease: &Lease) -> Lease {
-    let mut lease = lease.clone();
-    lease.lease_counter += 1;
-    lease
-}
-
-#[test]
-fn a_newcomer_steals_one_at_a_time_from_the_most_loaded() {
-    let mut spec = owners(12, "a");
-    spec.extend(owners(1, "b"));
-    let plan = Case::new(&spec, RenewalMode::PerLease).plan();
-    assert!(plan.take.is_empty());
-    assert_eq!(plan.steal.len(), 1, "maxLeasesToStealAtOneTime defaults to 1");
-    assert_eq!(plan.steal[0].lease_owner.as_deref(), Some("a"));
-}
-
-#[test]
-fn joining_a_balanced_fleet_steals_from_a_worker_at_target_plus_one() {
-    let mut spec = owners(4, "a");
-    spec.extend(owners(4, "b"));
-    spec.extend(owners(4, "c"));
-    // 12 leases, 4 workers: target 3; everyone else has 4.
-    assert_eq!(Case::new(&spec, RenewalMode::PerLease).plan().steal.len(), 1);
-}
-
-#[test]
-fn within_one_of_target_is_stable() {
-    // 10 leases on 3 workers: target 4. 4/3/3 must not move.
-    let mut spec = owners(4, "a");
-    spec.extend(owners(3, "b"));
-    spec.extend(owners(3, "me"));
-    assert_eq!(Case::new(&spec, RenewalMode::PerLease).plan(), Plan::default());
-    // 4/4/2: the worker with 2 needs 2 and steals one from a worker at target.
-    let mut spec = owners(4, "a");
-    spec.extend(owners(4, "b"));
-    spec.extend(owners(2, "me"));
-    assert_eq!(Case::new(&spec, RenewalMode::PerLease).plan().steal.len(), 1);
-    // 4/4/4 with me at 4: nothing.
-    let mut spec = owners(4, "a");
-    spec.extend(owners(4, "b"));
-    spec.extend(owners(4, "me"));
-    assert_eq!(Case::new(&spec, RenewalMode::PerLease).plan(), Plan::default());
-}
-
-#[test]
-fn no_steal_while_a_handoff_is_in_flight() {
-    let mut case = Case::new(&owners(12, "a"), RenewalMode::PerLease);
-    case.incoming_pending = true;
-    assert_eq!(case.plan(), Plan::default());
-}
-
-#[test]
-fn leases_in_a_handoff_are_never_stolen() {
-    let mut case = Case::new(&owners(4, "a"), RenewalMode::PerLease);
-    for lease in &mut case.leases {
-        lease.checkpoint_owner = Some("x".to_owned());
-    }
-    assert_eq!(case.plan(), Plan::default());
-}
-
-#[test]
-fn max_leases_for_worker_caps_the_target() {
-    let mut case = Case::new(&owners(12, ""), RenewalMode::PerLease);
-    case.config = LeaseCoordinatorConfig::builder().lease_duration(LD).max_leases_for_worker(5).build().unwrap();
-    assert_eq!(case.plan().take.len(), 5);
-}
-
-#[test]
-fn heartbeat_mode_counts_workers_before_they_own_anything() {
-    let mut case = Case::new(&owners(12, ""), RenewalMode::WorkerHeartbeat);
-    let heartbeats: Vec<WorkerHeartbeat> =
-        ["me", "b", "c"].iter().map(|w| WorkerHeartbeat { worker_id: w.to_string(), counter: 1 }).collect();
-    case.view.observe_heartbeats(&heartbeats, &case.leases, case.now);
-    assert_eq!(case.plan().take.len(), 4, "12 leases over 3 live heartbeats");
-}
-
-#[test]
-fn heartbeat_mode_takes_every_expired_lease_of_a_dead_worker() {
-    let mut spec = owners(4, "a");
-    spec.extend(owners(4, "dead"));
-    let mut case = Case::new(&spec, RenewalMode::WorkerHeartbeat);
-    let hb = |a: u64, dead: u64| {
-        vec![
-            WorkerHeartbeat { worker_id: "a".into(), counter: a },
-            WorkerHeartbeat { worker_id: "dead".into(), counter: dead },
-        ]
+    let config = LeaseCoordinatorConfig::builder().lease_duration(LD).build().unwrap();
+    let lease = |key: &str, owner: Option<&str>| {
+        let mut lease = Lease::new_for_shard(key, ExtendedSequenceNumber::TrimHorizon);
+        (lease.lease_owner, lease.lease_counter) = (owner.map(str::to_owned), 1);
+        lease
     };
-    case.view.observe_heartbeats(&hb(1, 1), &case.leases, case.now);
-    case.now += LD * 2;
-    case.view.observe_heartbeats(&hb(2, 1), &case.leases, case.now - LD / 2);
-    // 8 leases over {a, me}: target 4, and "dead"'s 4 leases are expired; all go to whoever fences it.
-    let plan = case.plan();
-    assert_eq!(plan.take.len(), 4);
-    assert!(plan.take.iter().all(|l| l.lease_owner.as_deref() == Some("dead")));
-    // With a cap, only up to max_leases_for_worker.
-    case.config = LeaseCoordinatorConfig::builder()
-        .lease_duration(LD)
-        .renewal_mode(RenewalMode::WorkerHeartbeat)
-        .max_leases_for_worker(3)
-        .build()
-        .unwrap();
-    assert_eq!(case.plan().take.len(), 3);
-}
-
-#[test]
-fn finished_leases_are_neither_taken_nor_counted() {
-    // 4 live leases held by "a" and 8 finished ones (SHARD_END), some unowned, some still owned by "a".
-    let mut spec = owners(4, "a");
-    spec.extend(owners(4, ""));
-    spec.extend(owners(4, "a"));
-    let mut case = Case::new(&spec, RenewalMode::PerLease);
-    for lease in case.leases.iter_mut().skip(4) {
-        lease.checkpoint = ExtendedSequenceNumber::ShardEnd;
-    }
-    let plan = case.plan();
-    assert!(plan.take.is_empty(), "finished leases must not be taken: {:?}", plan.take);
-    // Balance counts only the 4 live leases: target 2 for {a, me}, so one steal of a live lease.
-    assert_eq!(plan.steal.len(), 1);
-    assert!(!plan.steal[0].checkpoint.is_shard_end());
+    let mut leases = vec![
+        lease("shard-000", Some("me")),
+        lease("shard-001", Some("a")),
+        lease("shard-002", Some("b")),
+        lease("shard-003", None),
+    ];
+    let mine: HashSet<String> = HashSet::from(["shard-000".to_owned()]);
+    let t0 = Instant::now();
+    let mut view = FleetView::default();
+    view.observe_leases(&leases, t0);
+    // Lease b (shard-002) is seen renewed later: a's lease expires first. Ours and the unowned one never count.
+    leases[2].lease_counter = 2;
+    view.observe_leases(&leases, t0 + LD / 2);
+    let at = |now| next_expiry(&leases, "me", &mine, &config, &view, now);
+    assert_eq!(at(t0), Some(t0 + LD));
+    // Once a's instant has come, the next one is b's; after that nothing is pending (no busy loop).
+    assert_eq!(at(t0 + LD), Some(t0 + LD + LD / 2));
+    assert_eq!(at(t0 + LD * 2), None);
 }
