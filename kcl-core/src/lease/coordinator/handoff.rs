@@ -108,6 +108,9 @@ pub(crate) fn drop_slot(shared: &Shared, key: &str, generation: u64, reason: Los
 
 /// Takes an incoming lease whose previous owner did not finish the handoff in time. Call with the slot's lock held.
 async fn force_take(shared: &Shared, key: &str, generation: u64) {
+    if !shared.may_start_processing(&shared.state(), Instant::now()) {
+        return;
+    }
     let me = shared.worker_id.as_str();
     for _ in 0..2 {
         let counter = {
@@ -310,6 +313,11 @@ pub(crate) async fn handoff_done(shared: &Shared, key: &str) -> Result<(), KclEr
 /// (owned by us, checkpoint right cleared), then the slot becomes active and `Acquired` is emitted. A stopping
 /// worker passes the lease on instead. Call with the slot's lock held.
 pub(crate) async fn confirm_incoming(shared: &Shared, key: &str, generation: u64, lease: Lease) {
+    if !shared.may_start_processing(&shared.state(), Instant::now()) {
+        // Stays incoming (not processed); the next poll or renewal confirms it once the heartbeat is renewed.
+        tracing::debug!(lease_key = %key, "heartbeat lapsed; starting the lease once it is renewed");
+        return;
+    }
     let fence = LeaseFence { lease_key: key.to_owned(), owner: shared.worker_id.clone(), counter: lease.lease_counter };
     let me = shared.worker_id.as_str();
     let written = io::write(

@@ -57,9 +57,11 @@
 //!   renewal that lands after the taker looked makes the take fail, and one that lands after the take fails itself.
 //!   Heartbeat mode has no such exclusion between a heartbeat and a lease, so the taker first **fences the
 //!   heartbeat**: a conditional write bumping it from the value it saw go stale. Success proves none of our renewals
-//!   landed since, and makes every later one fail its condition; a worker whose heartbeat renewal fails its
-//!   condition declares every lease lost at once (it cannot tell a fence from its own unseen write) and takes back,
-//!   through writes fenced per lease, those still its own. The fencer takes all the dead worker's expired leases,
+//!   landed since, and makes every later one fail its condition. A worker whose heartbeat renewal fails its
+//!   condition reads its heartbeat: a fence lands no earlier than `H + lease_duration`, so a single step seen before
+//!   its deadline is its own unseen write and it heartbeats on from it; otherwise it declares every lease lost at once
+//!   and takes back, through writes fenced per lease, those still its own. While its heartbeat has lapsed it takes
+//!   and adopts nothing (each would be lost again at once). The fencer takes all the dead worker's expired leases,
 //!   since everyone else now sees its heartbeat move.
 //! * **Steal (graceful handoff).** The thief's `assign_for_handoff` is fenced on the counter our last write produced,
 //!   so it happens after `W`. The thief starts when we clear `checkpoint_owner` (after our processor stopped), or by

@@ -135,18 +135,37 @@ async fn renew_heartbeat(shared: &Shared) {
                 tries += 1;
                 if error.is_condition_failed() {
                     // Another worker fenced our heartbeat (it judged us dead and takes our leases), or an attempt of
-                    // ours landed unseen: we cannot tell which, so stop processing everything now. A later renewal
-                    // must never extend leases held before this point; leases still ours are adopted again through
-                    // writes fenced per lease. Then adopt the stored counter to heartbeat again.
-                    self_fence_all(shared);
-                    match io::read(shared, "list_heartbeats", config.call_timeout(), || shared.store.list_heartbeats())
-                        .await
-                    {
-                        Ok(all) => {
-                            expected = all.iter().find(|hb| hb.worker_id == me).map(|hb| hb.counter);
+                    // ours landed unseen (a timeout or lost response, then a retry with the old counter). Read the
+                    // stored counter to heartbeat from, and let `judge_condition_failure` say which it may be.
+                    let read =
+                        io::read(shared, "list_heartbeats", config.call_timeout(), || shared.store.list_heartbeats())
+                            .await;
+                    let answered = Instant::now();
+                    let stored =
+                        read.as_ref().ok().map(|all| all.iter().find(|hb| hb.worker_id == me).map(|hb| hb.counter));
+                    let deadline = shared.heartbeat_deadline(&shared.state());
+                    match judge_condition_failure(expected, stored, answered, deadline) {
+                        ConditionFailure::OwnWrite(counter) => {
+                            tracing::debug!(
+                                ?expected,
+                                counter,
+                                "an unseen heartbeat write of ours landed; adopting it"
+                            );
+                            expected = Some(counter);
                             shared.state().heartbeat.counter = expected;
                         }
-                        Err(read_error) => tracing::debug!(%read_error, "could not read heartbeats"),
+                        ConditionFailure::Unread => {
+                            if let Err(read_error) = &read {
+                                tracing::debug!(%read_error, "could not read heartbeats");
+                            }
+                        }
+                        ConditionFailure::MaybeFenced(counter) => {
+                            // Stop processing everything now: a later renewal must never extend leases held before
+                            // this point. Leases still ours are adopted again through writes fenced per lease.
+                            self_fence_all(shared);
+                            expected = counter;
+                            shared.state().heartbeat.counter = expected;
+                        }
                     }
                 } else {
                     log_failure(&error, me);
@@ -161,6 +180,42 @@ async fn renew_heartbeat(shared: &Shared) {
     }
 }
 
+/// What a heartbeat renewal that failed its condition means, given the stored counter read after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConditionFailure {
+    /// Only our own earlier attempt can have moved the counter: heartbeat on from it, keep every lease.
+    OwnWrite(u64),
+    /// The heartbeat could not be read, before our deadline: no fence can have happened yet; retry (the fencing
+    /// clock still stops processing at the deadline).
+    Unread,
+    /// Another worker may have fenced us: self-fence every lease, then heartbeat on from the stored counter.
+    MaybeFenced(Option<u64>),
+}
+
+/// Judges a failed heartbeat condition. `stored` is the read that followed (`None`: it failed; `Some(None)`: no
+/// heartbeat), `answered` when that read returned, `deadline` our heartbeat deadline (`None`: never renewed).
+///
+/// A fencer bumps our heartbeat only after seeing its value unchanged for `lease_duration`, from the end of a read
+/// that came after the write that produced it, which began no earlier than our last successful renewal `H`: so no
+/// fence lands before `H + lease_duration`, a safety margin after our deadline. A change seen before the deadline is
+/// therefore ours (an attempt whose answer we lost). Only the single step `expected + 1` (or `1` for a heartbeat we
+/// were creating) is taken as ours; anything else is treated as a fence.
+fn judge_condition_failure(
+    expected: Option<u64>,
+    stored: Option<Option<u64>>,
+    answered: Instant,
+    deadline: Option<Instant>,
+) -> ConditionFailure {
+    let before_deadline = deadline.is_some_and(|deadline| answered < deadline);
+    let own_step = expected.map_or(1, |counter| counter + 1);
+    match stored {
+        Some(Some(counter)) if before_deadline && counter == own_step => ConditionFailure::OwnWrite(counter),
+        None if before_deadline => ConditionFailure::Unread,
+        Some(counter) => ConditionFailure::MaybeFenced(counter),
+        None => ConditionFailure::MaybeFenced(expected),
+    }
+}
+
 /// Heartbeat mode: declares every lease lost at once (our heartbeat was fenced, or may have been).
 fn self_fence_all(shared: &Shared) {
     let mut state = shared.state();
@@ -170,5 +225,40 @@ fn self_fence_all(shared: &Shared) {
     }
     for key in keys {
         super::fence::expire(shared, &mut state, &key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn judging_a_failed_heartbeat_condition() {
+        let now = Instant::now();
+        let later = Some(now + Duration::from_secs(1));
+        let past = Some(now - Duration::from_millis(1));
+        use ConditionFailure::*;
+        let table = [
+            // (expected, stored, deadline, verdict)
+            (Some(5), Some(Some(6)), later, OwnWrite(6)),
+            (None, Some(Some(1)), later, OwnWrite(1)),
+            // After the deadline a fencer may have made the very same step.
+            (Some(5), Some(Some(6)), past, MaybeFenced(Some(6))),
+            (Some(5), Some(Some(6)), now.into(), MaybeFenced(Some(6))),
+            // Never renewed: nothing to keep.
+            (Some(5), Some(Some(6)), None, MaybeFenced(Some(6))),
+            // Not a single step of ours.
+            (Some(5), Some(Some(7)), later, MaybeFenced(Some(7))),
+            (Some(5), Some(Some(5)), later, MaybeFenced(Some(5))),
+            (Some(5), Some(None), later, MaybeFenced(None)),
+            // Unreadable: wait before the deadline, give up after it.
+            (Some(5), None, later, Unread),
+            (Some(5), None, past, MaybeFenced(Some(5))),
+        ];
+        for (expected, stored, deadline, verdict) in table {
+            assert_eq!(judge_condition_failure(expected, stored, now, deadline), verdict, "{expected:?} {stored:?}");
+        }
     }
 }

@@ -175,6 +175,27 @@ impl Shared {
         self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Heartbeat mode: when every lease stops being valid unless the heartbeat is renewed (`None` before the first
+    /// renewal).
+    pub(crate) fn heartbeat_deadline(&self, state: &State) -> Option<Instant> {
+        let renewed_at = state.heartbeat.renewed_at?;
+        let config = &self.config;
+        Some((renewed_at + config.lease_duration()).checked_sub(config.safety_margin()).unwrap_or(renewed_at))
+    }
+
+    /// Whether a lease may start being processed now. Heartbeat mode: only while the heartbeat keeps it valid for
+    /// at least a safety margin. A worker whose heartbeat lapsed (renewals failing under faults) would otherwise
+    /// re-adopt its leases only for the fencing clock to drop them at once: `Acquired` then `Lost`, records delivered
+    /// again from the checkpoint, in a loop until a renewal succeeds.
+    pub(crate) fn may_start_processing(&self, state: &State, now: Instant) -> bool {
+        match self.config.renewal_mode() {
+            RenewalMode::PerLease => true,
+            RenewalMode::WorkerHeartbeat => {
+                self.heartbeat_deadline(state).is_some_and(|deadline| deadline > now + self.config.safety_margin())
+            }
+        }
+    }
+
     /// When this worker must stop processing the lease in `slot`, or `None` when it is not processed. See the
     /// module documentation of `coordinator` for why each bound is safe.
     pub(crate) fn deadline(&self, state: &State, slot: &Slot) -> Option<Instant> {

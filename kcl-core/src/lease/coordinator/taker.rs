@@ -50,9 +50,8 @@ pub(crate) async fn take_cycle(shared: &Shared) -> Option<Instant> {
     let _cycle = shared.cycle.lock().await;
     {
         let state = shared.state();
-        let no_heartbeat_yet =
-            shared.config.renewal_mode() == RenewalMode::WorkerHeartbeat && state.heartbeat.renewed_at.is_none();
-        if state.stopping || no_heartbeat_yet {
+        // Heartbeat mode: nothing before the first heartbeat, nor while it has lapsed (see `may_start_processing`).
+        if state.stopping || !shared.may_start_processing(&state, Instant::now()) {
             return None;
         }
     }
