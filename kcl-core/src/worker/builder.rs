@@ -55,6 +55,7 @@ impl Retrieval {
 /// | [`get_records_path`](Self::get_records_path) | [`GetRecordsPath::default`]: kcl-rs's own decoder | none (the Java SDK's CBOR protocol) |
 /// | [`shard_sync_interval`](Self::shard_sync_interval) | 60 s | `shardSyncIntervalMillis` (60 s) |
 /// | [`finished_lease_grace`](Self::finished_lease_grace) | 5 min | `completedLeaseCleanupIntervalMillis` (5 min) |
+/// | [`give_up_after`](Self::give_up_after) | never: retry every second | none (Java KCL retries forever) |
 /// | [`parent_poll_interval`](Self::parent_poll_interval) | 1 s | `parentShardPollIntervalMillis` (10 s) |
 /// | [`retry_backoff`](Self::retry_backoff) | 500 ms doubling to 30 s, with jitter | `taskBackoffTimeMillis` (500 ms, fixed) |
 /// | [`call_process_records_even_for_empty`](Self::call_process_records_even_for_empty) | `false` | same name |
@@ -79,6 +80,7 @@ pub struct WorkerBuilder<F> {
     pub(super) get_records_path: GetRecordsPath,
     pub(super) shard_sync_interval: Duration,
     pub(super) finished_lease_grace: Duration,
+    pub(super) give_up_after: Option<Duration>,
     pub(super) parent_poll_interval: Duration,
     pub(super) retry_base: Duration,
     pub(super) retry_cap: Duration,
@@ -110,6 +112,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             get_records_path: GetRecordsPath::default(),
             shard_sync_interval: Duration::from_secs(60),
             finished_lease_grace: Duration::from_secs(300),
+            give_up_after: None,
             parent_poll_interval: Duration::from_secs(1),
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
@@ -243,6 +246,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
     /// deletes it.
     pub fn finished_lease_grace(mut self, grace: Duration) -> Self {
         self.finished_lease_grace = grace;
+        self
+    }
+
+    /// How long shard sync may keep failing because the stream or the lease table is missing, or access is denied,
+    /// before [`Worker::run`] returns the error. Until then it retries every second (one ERROR names the resource
+    /// and the remedy). Default: retry forever. Single-stream workers only.
+    pub fn give_up_after(mut self, limit: Duration) -> Self {
+        self.give_up_after = Some(limit);
         self
     }
 
@@ -409,6 +420,7 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
             lease_config: self.lease_config,
             shard_sync_interval: self.shard_sync_interval,
             finished_lease_grace: self.finished_lease_grace,
+            give_up_after: self.give_up_after,
             parent_poll_interval: self.parent_poll_interval,
             retry_base: self.retry_base,
             retry_cap: self.retry_cap,
