@@ -80,6 +80,19 @@ pub enum Command {
         /// The lease key.
         lease_key: String,
     },
+    /// Rewrites (or, when the stream has no such shard, deletes) the items that cannot be read as leases, which
+    /// workers do not process: a bad field is reset to a value that skips no record (an unreadable checkpoint
+    /// becomes TRIM_HORIZON). Shows the plan unless --apply.
+    Repair {
+        #[command(flatten)]
+        common: Common,
+        /// The stream the application consumes: its shards decide between rewrite and delete.
+        #[arg(long)]
+        stream: String,
+        /// Write the repairs (each conditional on the item as read); without it nothing is written.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Adopts the checkpoints of a Java KCL lease table into --table (created when missing).
     Import {
         #[command(flatten)]
@@ -107,6 +120,7 @@ impl Command {
             | Self::Lag { common, .. }
             | Self::ResetCheckpoint { common, .. }
             | Self::Release { common, .. }
+            | Self::Repair { common, .. }
             | Self::Import { common, .. } => common,
         }
     }

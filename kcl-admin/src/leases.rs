@@ -1,5 +1,5 @@
 //! `kcl-admin leases`: every lease of the table with its owner, checkpoint, pending checkpoint, parents, children
-//! and counter.
+//! and counter, and every item that cannot be read as a lease, with the reason (`kcl-admin repair` fixes those).
 //!
 //! The lease table holds no timestamps (neither does Java KCL's): workers judge a lease's age by how long ago *they*
 //! saw its counter change. So this command reports the counter; `--observe N` reads the table twice, N seconds
@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kcl_core::lease::{Lease, LeaseStore};
+use kcl_core::lease::{Lease, LeaseStore, UnreadableLease};
 use serde::Serialize;
 
 use crate::error::AdminError;
@@ -80,6 +80,15 @@ impl LeaseRow {
     }
 }
 
+/// An item of the lease table that cannot be read as a lease. Workers do not process its shard.
+#[derive(Serialize, Debug)]
+pub struct UnreadableRow {
+    /// Its `leaseKey`.
+    pub lease_key: String,
+    /// What is wrong with it (the attribute, never its value).
+    pub reason: String,
+}
+
 /// The `leases` report.
 #[derive(Serialize, Debug)]
 pub struct LeasesReport {
@@ -87,6 +96,8 @@ pub struct LeasesReport {
     pub table: String,
     /// The leases, sorted by key.
     pub leases: Vec<LeaseRow>,
+    /// The items that cannot be read as leases, sorted by key (at the first read with `--observe`).
+    pub unreadable: Vec<UnreadableRow>,
     /// How many leases there are.
     pub total: usize,
     /// How many have an owner.
@@ -104,7 +115,10 @@ const AGE_NOTE: &str = "the lease table stores no timestamps; a lease's age is j
 
 /// Runs `leases`.
 pub async fn run(store: &dyn LeaseStore, table: &str, observe: Option<u64>) -> Result<LeasesReport, AdminError> {
-    let mut leases = store.list_all_leases().await?;
+    let listing = store.list_everything().await?;
+    let mut unreadable: Vec<UnreadableLease> = listing.unreadable;
+    unreadable.sort();
+    let mut leases = listing.leases;
     let mut moved: Option<HashMap<String, bool>> = None;
     if let Some(seconds) = observe {
         tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -132,6 +146,10 @@ pub async fn run(store: &dyn LeaseStore, table: &str, observe: Option<u64>) -> R
         owned: rows.iter().filter(|r| r.owner.is_some()).count(),
         finished: leases.iter().filter(|l| l.checkpoint.is_shard_end()).count(),
         leases: rows,
+        unreadable: unreadable
+            .into_iter()
+            .map(|u| UnreadableRow { lease_key: u.lease_key, reason: u.reason })
+            .collect(),
         observed_seconds: observe,
         age_note: AGE_NOTE,
     })
@@ -179,7 +197,7 @@ impl Report for LeasesReport {
             Some(s) => format!("; MOVED = counter changed during {s} s"),
             None => "; no timestamps in the table: run with --observe SECONDS to see which counters move".to_owned(),
         };
-        format!(
+        let mut out = format!(
             "{}\n\n{} leases in `{}`: {} owned, {} unowned, {} finished{observed}",
             table.render(),
             self.total,
@@ -187,6 +205,20 @@ impl Report for LeasesReport {
             self.owned,
             self.total - self.owned,
             self.finished
-        )
+        );
+        if !self.unreadable.is_empty() {
+            let mut bad = Table::new(&["UNREADABLE ITEM", "REASON"]);
+            for row in &self.unreadable {
+                bad.row(vec![row.lease_key.clone(), row.reason.clone()]);
+            }
+            out.push_str(&format!(
+                "\n\n{}\n\n{} items cannot be read as leases: workers do not process their shards. Run \
+                 `kcl-admin repair --table {}` to see the fix, then again with --apply",
+                bad.render(),
+                self.unreadable.len(),
+                self.table
+            ));
+        }
+        out
     }
 }

@@ -6,6 +6,7 @@
 //! kcl-admin reset-checkpoint --table APP LEASE_KEY --to TRIM_HORIZON|LATEST|AT_TIMESTAMP:<rfc3339>|<seq>[/<sub>]
 //!                            [--stream STREAM] [--force] [--dry-run]
 //! kcl-admin release          --table APP LEASE_KEY
+//! kcl-admin repair           --table APP --stream STREAM [--apply]
 //! kcl-admin import           --table APP --from JAVA_APP [--overwrite [--force]] [--dry-run]
 //! ```
 //!
@@ -17,6 +18,7 @@
 //! * `lag` (see `lag.rs` for exactly what is measured): `MillisBehindLatest` right after each shard's checkpoint.
 //! * `reset-checkpoint` and `release` (see `reset.rs`): fenced writes through the `LeaseStore` trait.
 //!   `AT_TIMESTAMP:<time>` is resolved to the last record before the time (see `position.rs`).
+//! * `repair` (see `repair.rs`): rewrites or deletes the items workers cannot read, fenced on their raw contents.
 //! * `import` (see `import.rs`): adopts a Java KCL table's checkpoints.
 //!
 //! Exit codes: 0 success; 1 a failed call or a partly failed import; 2 bad arguments; 3 refused (the lease is
@@ -31,6 +33,7 @@ mod lag;
 mod leases;
 mod output;
 mod position;
+mod repair;
 mod reset;
 
 use clap::Parser;
@@ -77,6 +80,10 @@ async fn run(command: Command) -> Result<i32, AdminError> {
         Command::Release { lease_key, .. } => {
             let store = aws.open_table(table, false).await?.store;
             emit(&reset::release(&store, table, &lease_key).await?, common.json)
+        }
+        Command::Repair { stream, apply, .. } => {
+            let store = aws.open_table(table, false).await?.store;
+            emit(&repair::run(&store, &aws, table, &stream, apply).await?, common.json)
         }
         Command::Import { from, overwrite, force, dry_run, .. } => {
             let args = import::ImportArgs { from: &from, table, overwrite, force, dry_run };

@@ -12,7 +12,9 @@
 //!   kcl-admin's own owner and counter, then `release_lease`. The lease ends unowned, and the next worker to take it
 //!   starts at the new checkpoint. Taking an owned lease (`--force`) makes its worker's next renewal fail, so it
 //!   stops processing the shard; its checkpoints fail too, as the counter moved. If kcl-admin dies in the middle,
-//!   the lease stays owned by `kcl-admin-<pid>` until it expires (the workers' lease duration) and is then taken.
+//!   the lease stays owned by `kcl-admin-<pid>` until it expires (the workers' lease duration) and is then taken —
+//!   possibly before the new checkpoint was written. Running the same command again resumes it: a lease owned by
+//!   a `kcl-admin-` owner (no worker processes it) is taken without `--force` and the rewrite is done whole.
 
 use bytes::Bytes;
 use kcl_core::lease::{Lease, LeaseFence, LeaseStore};
@@ -28,6 +30,12 @@ use crate::position::Target;
 /// The owner kcl-admin writes while it holds a lease for a rewrite.
 pub fn admin_owner() -> String {
     format!("kcl-admin-{}", std::process::id())
+}
+
+/// Whether `owner` is a kcl-admin run (possibly one that was interrupted): no worker processes such a lease, so
+/// resetting it again needs no `--force`.
+pub fn is_admin_owner(owner: &str) -> bool {
+    owner.strip_prefix("kcl-admin-").is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// What a rewrite writes besides the checkpoint.
@@ -140,7 +148,7 @@ pub async fn reset(
         .get_lease(key)
         .await?
         .ok_or_else(|| AdminError::LeaseNotFound { table: table.to_owned(), lease_key: key.to_owned() })?;
-    if let (Some(owner), false) = (&lease.lease_owner, args.force) {
+    if let (Some(owner), false) = (lease.lease_owner.as_deref().filter(|o| !is_admin_owner(o)), args.force) {
         return Err(AdminError::Refused(format!(
             "lease `{key}` is owned by worker `{owner}`, which may be processing the shard. Stop the application \
              first, or pass --force to take the lease from the worker (it stops processing the shard; the next \
@@ -249,6 +257,27 @@ impl Report for ReleaseReport {
                 self.lease_key, self.lease_counter
             ),
             _ => format!("lease `{}` was already unowned; nothing was written", self.lease_key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_kcl_admin_owner_is_recognised() {
+        let own = admin_owner();
+        let cases = [
+            ("kcl-admin-1234", true),
+            (own.as_str(), true),
+            ("kcl-admin-", false),
+            ("kcl-admin-12x", false),
+            ("worker-kcl-admin-1", false),
+            ("ip-10-0-0-1:1234:abcd", false),
+        ];
+        for (owner, expected) in cases {
+            assert_eq!(is_admin_owner(owner), expected, "{owner}");
         }
     }
 }

@@ -6,6 +6,8 @@
 mod harness;
 #[path = "admin_cli/java_table.rs"]
 mod java_table;
+#[path = "admin_cli/repair.rs"]
+mod repair;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

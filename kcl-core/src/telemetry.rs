@@ -33,6 +33,7 @@
 //! | `kcl_leases_stolen_total` | counter | count | worker | leases stolen from a busier worker (graceful handoff) |
 //! | `kcl_leases_lost_total` | counter | count | worker | leases lost without being asked (fenced, taken over, handoff timed out) |
 //! | `kcl_lease_renewal_failures_total` | counter | count | worker | failed lease renewals or heartbeats |
+//! | `kcl_unreadable_leases` | gauge | count | worker | lease table items the store cannot read (last listing); their shards are not processed until `kcl-admin repair` fixes them |
 //! | `kcl_get_records_calls_total` | counter | count | stream, shard | GetRecords calls |
 //! | `kcl_get_records_errors_total` | counter | count | stream, shard, kind | failed GetRecords / GetShardIterator calls, by error kind |
 //! | `kcl_throttles_total` | counter | count | stream, shard | throttled GetRecords or SubscribeToShard calls |
@@ -157,6 +158,8 @@ catalogue! {
         "Leases lost involuntarily: self-fenced, taken by another worker, or handoff timed out";
     RENEWAL_FAILURES = "kcl_lease_renewal_failures_total", Counter, Count, ["worker"],
         "Failed renewal attempts (per-lease renewals or heartbeats)";
+    UNREADABLE_LEASES = "kcl_unreadable_leases", Gauge, Count, ["worker"],
+        "Lease table items the store cannot read in the last listing; their shards wait for kcl-admin repair";
     GET_RECORDS_CALLS = "kcl_get_records_calls_total", Counter, Count, ["stream", "shard"],
         "GetRecords calls";
     GET_RECORDS_ERRORS = "kcl_get_records_errors_total", Counter, Count, ["stream", "shard", "kind"],

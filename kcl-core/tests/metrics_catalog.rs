@@ -258,6 +258,7 @@ async fn a_known_run_produces_the_documented_figures() {
     assert_eq!(m.counter(t::RECORDS_FAILED, &stream_label), 0);
     assert_eq!(m.counter(t::LEASES_TAKEN, &[("worker", "metrics-worker")]), 2, "one take per shard");
     assert_eq!(m.counter(t::LEASES_LOST, &[("worker", "metrics-worker")]), 0);
+    assert_eq!(m.gauge(t::UNREADABLE_LEASES, &[("worker", "metrics-worker")]), Some(0.0), "every item readable");
     assert!(
         m.counter(t::CHECKPOINTS, &[("worker", "metrics-worker"), ("outcome", "ok")]) >= 1,
         "checkpoints were written"
@@ -346,4 +347,47 @@ async fn get_records_calls_errors_and_throttles_match_the_stream() {
     assert_eq!(m.counter(t::GET_RECORDS_ERRORS, &labels), 3, "no other errors");
     let (get_records, _) = stream.call_counts();
     assert_eq!(m.counter(t::GET_RECORDS_CALLS, &labels), get_records, "one count per GetRecords the stream served");
+}
+
+/// A lease item the store cannot read raises `kcl_unreadable_leases`, and its shard is not processed (its checkpoint
+/// is unknown: any start could skip records) while the other shard is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_lease_is_counted_and_its_shard_waits() {
+    let m = recording();
+    let stream = MemoryStream::new("metrics-unreadable", 2);
+    let store = Arc::new(MemoryLeaseStore::new());
+    store.insert_unreadable("shardId-000000000000", "`checkpoint` is missing");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let processor_seen = seen.clone();
+    let worker = Worker::builder(stream.name().clone(), "app")
+        .worker_id("unreadable-worker")
+        .record_source(Arc::new(stream.clone()))
+        .shard_lister(Arc::new(stream.clone()))
+        .lease_store(store.clone())
+        .initial_position(InitialPosition::TrimHorizon)
+        .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
+        .parent_poll_interval(Duration::from_millis(50))
+        .processor_factory(move |_: &str| Processor(processor_seen.clone()))
+        .build()
+        .unwrap();
+    let shutdown = worker.shutdown_handle();
+    let task = tokio::spawn(worker.run());
+    let mut per_shard: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..40 {
+        *per_shard
+            .entry(stream.put(format!("key-{i}"), format!("r-{i}")).unwrap().shard_id.to_string())
+            .or_default() += 1;
+    }
+    let readable = per_shard.get("shardId-000000000001").copied().unwrap_or(0);
+    assert!(readable > 0 && per_shard.len() == 2, "the keys reach both shards: {per_shard:?}");
+    let worker_label = [("worker", "unreadable-worker")];
+    wait_for("the unreadable item to be counted", || m.gauge(t::UNREADABLE_LEASES, &worker_label) == Some(1.0)).await;
+    let shard1 = [("stream", "metrics-unreadable"), ("shard", "shardId-000000000001")];
+    wait_for("the readable shard's records", || m.counter(t::RECORDS_PROCESSED, &shard1) >= readable).await;
+    let shard0 = [("stream", "metrics-unreadable"), ("shard", "shardId-000000000000")];
+    assert_eq!(m.counter(t::RECORDS_PROCESSED, &shard0), 0, "the unreadable shard is not processed");
+    assert_eq!(m.gauge(t::LEASES_HELD, &worker_label), Some(1.0));
+    shutdown.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    assert_eq!(seen.lock().unwrap().processed.len() as u64, readable);
 }

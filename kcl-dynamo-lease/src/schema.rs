@@ -235,6 +235,31 @@ pub(crate) fn item_to_lease(item: &Item) -> Result<Parsed, Malformed> {
     })))
 }
 
+impl Malformed {
+    /// The report a listing carries for this item.
+    pub(crate) fn to_report(&self) -> kcl_core::lease::UnreadableLease {
+        kcl_core::lease::UnreadableLease::new(
+            self.lease_key.clone().unwrap_or_else(|| format!("<no string `{LEASE_KEY}`>")),
+            self.reason.clone(),
+        )
+    }
+}
+
+/// Sorts a page of items into leases and reports of unreadable items; other entity types are ignored.
+pub(crate) fn sort_items<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+) -> (Vec<Lease>, Vec<kcl_core::lease::UnreadableLease>) {
+    let (mut leases, mut unreadable) = (Vec::new(), Vec::new());
+    for item in items {
+        match item_to_lease(item) {
+            Ok(Parsed::Lease(lease)) => leases.push(*lease),
+            Ok(Parsed::NotALease) => {}
+            Err(malformed) => unreadable.push(malformed.to_report()),
+        }
+    }
+    (leases, unreadable)
+}
+
 /// Reads an item, or skips it: malformed items are logged by key and reason (never their contents) and other
 /// entity types are ignored. `table` names the table in the warning.
 pub(crate) fn lease_or_skip(table: &str, item: &Item) -> Option<Lease> {

@@ -162,13 +162,15 @@ impl DynamoLeaseStore {
                 format!("{} (found `{version}`)", fleet_version::remedy(&self.table)),
             ));
         }
-        let leases = output.items().iter().filter_map(|item| schema::lease_or_skip(&self.table, item)).collect();
+        // Unreadable items are listed apart: the coordinator reports them (metric, one ERROR per change) and
+        // `kcl-admin` lists and repairs them, rather than every scan warning about each.
+        let (leases, unreadable) = schema::sort_items(output.items());
         let next_page = match output.last_evaluated_key() {
             None => None,
             Some(key) if key.is_empty() => None,
             Some(key) => Some(encode_token(key)?),
         };
-        Ok(LeasePage { leases, next_page })
+        Ok(LeasePage { leases, unreadable, next_page })
     }
 }
 

@@ -154,8 +154,8 @@ async fn a_locked_database_is_a_retryable_error() {
     assert_eq!(store.renew_lease(&fence).await.unwrap(), fence.counter + 1);
 }
 
-/// Rows another program wrote that are not leases this store can read are skipped by reads and listings (and
-/// paging moves past them); the readable ones are still returned.
+/// Rows another program wrote that are not leases this store can read are skipped by reads, listed apart (key and
+/// reason) by listings (and paging moves past them); the readable ones are still returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_rows_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,16 +176,19 @@ async fn unreadable_rows_are_skipped() {
     let keys = |leases: Vec<Lease>| leases.into_iter().map(|l| l.lease_key).collect::<Vec<_>>();
     assert_eq!(keys(store.list_all_leases().await.unwrap()), ["a", "c", "e"]);
     let mut paged = Vec::new();
+    let mut reported = Vec::new();
     let mut page = None;
     loop {
-        let LeasePage { leases, next_page } = store.list_leases(page, 1).await.unwrap();
+        let LeasePage { leases, unreadable, next_page, .. } = store.list_leases(page, 1).await.unwrap();
         paged.extend(keys(leases));
+        reported.extend(unreadable.into_iter().map(|u| u.lease_key));
         match next_page {
             Some(next) => page = Some(next),
             None => break,
         }
     }
     assert_eq!(paged, ["a", "c", "e"], "one-row pages step over unreadable rows");
+    assert_eq!(reported, ["b", "d"], "and list them apart, by key");
     let error = store.take_lease("b", 0, "worker-a").await.unwrap_err();
     assert!(error.is_condition_failed(), "an unreadable lease cannot be taken: {error:?}");
 }

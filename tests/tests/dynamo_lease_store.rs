@@ -17,3 +17,5 @@ mod handoff;
 mod paging;
 #[path = "dynamo_lease_store/tables.rs"]
 mod tables;
+#[path = "dynamo_lease_store/unreadable.rs"]
+mod unreadable;

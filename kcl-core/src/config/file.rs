@@ -32,6 +32,7 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
     ("get_records_path", &[]),
     ("shard_sync_interval_ms", &["shardSyncIntervalMillis"]),
     ("finished_lease_grace_ms", &["completedLeaseCleanupIntervalMillis"]),
+    ("give_up_after_ms", &[]),
     ("parent_poll_interval_ms", &["parentShardPollIntervalMillis"]),
     ("retry_base_ms", &["taskBackoffTimeMillis"]),
     ("retry_cap_ms", &[]),
@@ -88,6 +89,8 @@ pub(super) struct FileSettings {
     shard_sync_interval_ms: Option<Millis>,
     #[serde(default, deserialize_with = "scalar", alias = "completedLeaseCleanupIntervalMillis")]
     finished_lease_grace_ms: Option<Millis>,
+    #[serde(default, deserialize_with = "scalar")]
+    give_up_after_ms: Option<Millis>,
     #[serde(default, deserialize_with = "scalar", alias = "parentShardPollIntervalMillis")]
     parent_poll_interval_ms: Option<Millis>,
     #[serde(default, deserialize_with = "scalar", alias = "taskBackoffTimeMillis")]
@@ -162,6 +165,9 @@ impl FileSettings {
         set(&mut config.get_records_path, self.get_records_path);
         set_millis(&mut config.shard_sync_interval, self.shard_sync_interval_ms);
         set_millis(&mut config.finished_lease_grace, self.finished_lease_grace_ms);
+        if let Some(Millis(limit)) = self.give_up_after_ms {
+            config.give_up_after = Some(limit);
+        }
         set_millis(&mut config.parent_poll_interval, self.parent_poll_interval_ms);
         set_millis(&mut config.retry_base, self.retry_base_ms);
         set_millis(&mut config.retry_cap, self.retry_cap_ms);

@@ -28,6 +28,7 @@
 //! | [`get_records_path`](WorkerConfig::get_records_path) | kcl-rs's own decoder | `get_records_path` (`lean`, `sdk`) | — |
 //! | [`shard_sync_interval`](WorkerConfig::shard_sync_interval) | 60 s | `shard_sync_interval_ms` | `shardSyncIntervalMillis` |
 //! | [`finished_lease_grace`](WorkerConfig::finished_lease_grace) | 5 min | `finished_lease_grace_ms` | `completedLeaseCleanupIntervalMillis` |
+//! | [`give_up_after`](WorkerConfig::give_up_after) | never: retry every second | `give_up_after_ms` | none (Java KCL retries forever) |
 //! | [`parent_poll_interval`](WorkerConfig::parent_poll_interval) | 1 s (Java 10 s) | `parent_poll_interval_ms` | `parentShardPollIntervalMillis` |
 //! | [`retry_base`](WorkerConfig::retry_base) | 500 ms (Java: fixed, no doubling) | `retry_base_ms` | `taskBackoffTimeMillis` |
 //! | [`retry_cap`](WorkerConfig::retry_cap) | 30 s | `retry_cap_ms` | — |
@@ -140,6 +141,10 @@ pub struct WorkerConfig {
     /// How long the lease of a finished shard (at `SHARD_END`, children started) is kept before the sync leader
     /// deletes it.
     pub finished_lease_grace: Duration,
+    /// How long shard sync may keep failing because the stream or the lease table is missing, or access is denied,
+    /// before [`Worker::run`](crate::Worker::run) returns the error; `None` retries forever (every second, one
+    /// ERROR naming the resource and the remedy). Single-stream workers only.
+    pub give_up_after: Option<Duration>,
     /// How often a child shard checks whether its parents have finished.
     pub parent_poll_interval: Duration,
     /// First backoff between retries of a failed callback or store call; doubles up to [`retry_cap`](Self::retry_cap).
@@ -174,6 +179,7 @@ impl Default for WorkerConfig {
             get_records_path: GetRecordsPath::default(),
             shard_sync_interval: Duration::from_secs(60),
             finished_lease_grace: Duration::from_secs(300),
+            give_up_after: None,
             parent_poll_interval: Duration::from_secs(1),
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(30),
@@ -198,6 +204,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("get_records_path", &self.get_records_path)
             .field("shard_sync_interval", &self.shard_sync_interval)
             .field("finished_lease_grace", &self.finished_lease_grace)
+            .field("give_up_after", &self.give_up_after)
             .field("parent_poll_interval", &self.parent_poll_interval)
             .field("retry_base", &self.retry_base)
             .field("retry_cap", &self.retry_cap)

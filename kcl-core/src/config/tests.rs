@@ -70,6 +70,7 @@ fn each_key_parses_into_its_setting() {
         ("get_records_path = \"lean_cbor\"", |c| c.get_records_path == GetRecordsPath::Lean(WireFormat::Cbor)),
         ("shardSyncIntervalMillis = 1234", |c| c.shard_sync_interval == Duration::from_millis(1234)),
         ("finished_lease_grace_ms = 1000", |c| c.finished_lease_grace == Duration::from_secs(1)),
+        ("give_up_after_ms = 5000", |c| c.give_up_after == Some(Duration::from_secs(5))),
         ("parentShardPollIntervalMillis = 10000", |c| c.parent_poll_interval == Duration::from_secs(10)),
         ("taskBackoffTimeMillis = 100\nretry_cap_ms = 400", |c| {
             c.retry_base == Duration::from_millis(100) && c.retry_cap == Duration::from_millis(400)

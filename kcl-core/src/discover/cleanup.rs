@@ -1,5 +1,6 @@
-//! Cleanup of finished shards' leases (Java KCL `cleanupLeasesUponShardCompletion`, on by default); the rules are on
-//! [`finished_leases`] and [`LeaseCleaner`].
+//! Cleanup of finished shards' leases (Java KCL `cleanupLeasesUponShardCompletion`, on by default) and of garbage
+//! leases, whose shard the stream does not have (Java KCL's garbage-lease cleanup); the rules are on
+//! [`finished_leases`], [`garbage_leases`] and [`LeaseCleaner`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -39,15 +40,33 @@ pub fn finished_leases(leases: &[Lease], shards: &[Shard]) -> Vec<String> {
         .collect()
 }
 
+/// The keys of the garbage leases among `leases` (one stream's): those whose shard is not in `shards`, which must
+/// be a complete listing of the stream (every shard, open or closed, as `ShardListFilter::All` returns). An empty
+/// listing proves nothing (a stream being re-created, a failed call turned into no shards), so it yields none.
+///
+/// Without this a worker takes such a lease, fails `GetShardIterator` (no such shard) and releases it, forever.
+pub fn garbage_leases(leases: &[Lease], shards: &[Shard]) -> Vec<String> {
+    if shards.is_empty() {
+        return Vec::new();
+    }
+    let known: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
+    leases.iter().filter(|l| !known.contains(l.shard_id.as_str())).map(|l| l.lease_key.clone()).collect()
+}
+
 /// Deletes [finished](finished_leases) leases once they have been seen finished for a grace period (default 5
 /// minutes, like Java KCL's `completedLeaseCleanupIntervalMillis`), measured on this worker's monotonic clock (no
 /// wall clocks compared). Keeps the "first seen finished" times between runs: run it on the sync leader, after a
 /// sync, with the same listing.
+///
+/// Given a complete shard listing it also deletes [garbage](garbage_leases) leases, once two consecutive runs'
+/// listings lacked their shard: a child lease can be created from a parent's last `GetRecords` (its `ChildShards`)
+/// just after a listing was made, and the second listing is made after that lease was seen.
 pub struct LeaseCleaner {
     store: Arc<dyn LeaseStore>,
     stream_identifier: Option<String>,
     grace: Duration,
     first_seen: HashMap<String, Instant>,
+    garbage_seen: HashSet<String>,
 }
 
 impl std::fmt::Debug for LeaseCleaner {
@@ -60,7 +79,13 @@ impl LeaseCleaner {
     /// A cleaner for the leases of one stream (`stream_identifier` as in
     /// [`ShardSyncConfig`](super::ShardSyncConfig)) with a 5-minute grace period.
     pub fn new(store: Arc<dyn LeaseStore>, stream_identifier: Option<String>) -> Self {
-        Self { store, stream_identifier, grace: Duration::from_secs(300), first_seen: HashMap::new() }
+        Self {
+            store,
+            stream_identifier,
+            grace: Duration::from_secs(300),
+            first_seen: HashMap::new(),
+            garbage_seen: HashSet::new(),
+        }
     }
 
     /// The same cleaner with another grace period.
@@ -70,7 +95,8 @@ impl LeaseCleaner {
     }
 
     /// Lists the stream's leases, notes newly finished ones, and deletes those finished for at least the grace
-    /// period. Returns the deleted keys.
+    /// period. `shards`: a complete listing of the stream, or empty when none was made (then no garbage is
+    /// looked for). Returns the deleted keys.
     pub async fn run(&mut self, shards: &[Shard]) -> Result<Vec<String>, KclError> {
         let leases = self.store.list_all_leases().await?;
         self.run_among(&leases, shards).await
@@ -94,7 +120,17 @@ impl LeaseCleaner {
             .filter(|(_, seen)| now.duration_since(**seen) >= self.grace)
             .map(|(key, _)| key.clone())
             .collect();
+        let garbage: HashSet<String> = garbage_leases(&leases, shards).into_iter().collect();
+        let confirmed: Vec<String> = garbage.intersection(&self.garbage_seen).cloned().collect();
+        self.garbage_seen = garbage;
         let mut deleted = Vec::new();
+        for key in confirmed {
+            self.store.delete_lease(&key).await?;
+            tracing::warn!(lease = %key, "deleted a garbage lease: two shard listings in a row lack its shard");
+            self.garbage_seen.remove(&key);
+            self.first_seen.remove(&key);
+            deleted.push(key);
+        }
         for key in due {
             self.store.delete_lease(&key).await?;
             tracing::info!(lease = %key, "deleted the lease of a finished shard whose children have started");
@@ -102,5 +138,57 @@ impl LeaseCleaner {
             deleted.push(key);
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::MemoryLeaseStore;
+    use crate::types::{HashKeyRange, SequenceNumber, SequenceNumberRange};
+
+    fn shard(id: &str) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_ids: Vec::new(),
+            hash_key_range: HashKeyRange::new(0, 1).unwrap(),
+            sequence_number_range: SequenceNumberRange { start: SequenceNumber::from_u128(1), end: None },
+        }
+    }
+
+    fn lease(id: &str) -> Lease {
+        Lease::new_for_shard(id, ExtendedSequenceNumber::TrimHorizon)
+    }
+
+    #[test]
+    fn garbage_is_a_lease_whose_shard_a_complete_listing_lacks() {
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            // (leases, listed shards, garbage)
+            (&["s1", "s2"], &["s1", "s2"], &[]),
+            (&["s1", "s9"], &["s1", "s2"], &["s9"]),
+            (&["s9"], &[], &[]), // an empty listing proves nothing
+            (&[], &["s1"], &[]),
+        ];
+        for (leases, shards, expected) in cases {
+            let leases: Vec<Lease> = leases.iter().map(|id| lease(id)).collect();
+            let shards: Vec<Shard> = shards.iter().map(|id| shard(id)).collect();
+            assert_eq!(garbage_leases(&leases, &shards), *expected, "{leases:?} / {shards:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_garbage_lease_is_deleted_when_two_runs_in_a_row_confirm_it() {
+        let store = Arc::new(MemoryLeaseStore::new());
+        for id in ["s1", "s9"] {
+            store.create_lease_if_not_exists(&lease(id)).await.unwrap();
+        }
+        let mut cleaner = LeaseCleaner::new(store.clone(), None);
+        let listing = [shard("s1")];
+        assert!(cleaner.run(&listing).await.unwrap().is_empty(), "one listing is not enough");
+        assert!(cleaner.run(&[]).await.unwrap().is_empty(), "no listing: nothing deleted");
+        assert!(cleaner.run(&listing).await.unwrap().is_empty(), "a run without a listing breaks the streak");
+        assert_eq!(cleaner.run(&listing).await.unwrap(), ["s9"]);
+        let keys: Vec<String> = store.list_all_leases().await.unwrap().into_iter().map(|l| l.lease_key).collect();
+        assert_eq!(keys, ["s1"]);
     }
 }

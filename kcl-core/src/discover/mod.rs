@@ -5,7 +5,9 @@
 //! * [`ShardSyncer`] decides which leases to create ([`plan_new_leases`], Java KCL's hierarchical rules, documented
 //!   there), creates them, creates child leases at a shard's end without listing, and tells whether this worker is
 //!   the one that syncs periodically ([`is_sync_leader`]).
-//! * [`LeaseCleaner`] deletes the leases of finished shards once their children have started.
+//! * [`LeaseCleaner`] deletes the leases of finished shards once their children have started, and garbage leases
+//!   (whose shard two complete listings in a row lack).
+//! * `outage` names the missing stream, table or permission behind a failing sync, once, with the remedy.
 //! * Multi-stream applications: [`StreamSource`] says which streams to consume, [`StreamCatalog`] resolves each to
 //!   its [`StreamIdentifier`] (`account:stream:creationEpoch`, the lease-key prefix) and its shard lister
 //!   ([`KinesisStreamCatalog`]; `MemoryStreams` with feature `test-util`).
@@ -27,6 +29,7 @@ use crate::types::Shard;
 
 mod cleanup;
 mod kinesis;
+mod outage;
 mod streams;
 mod sync;
 
@@ -35,10 +38,11 @@ mod memory;
 #[cfg(feature = "test-util")]
 mod memory_streams;
 
-pub use cleanup::{LeaseCleaner, finished_leases};
+pub use cleanup::{LeaseCleaner, finished_leases, garbage_leases};
 pub use kinesis::KinesisShardLister;
 #[cfg(feature = "test-util")]
 pub use memory_streams::{MEMORY_ACCOUNT_ID, MemoryStreams};
+pub(crate) use outage::{Missing, Outage, missing};
 pub use streams::{
     DiscoveryError, KinesisStreamCatalog, StreamCatalog, StreamDiscovery, StreamIdentifier, StreamSource,
 };

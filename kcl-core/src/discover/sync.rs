@@ -41,6 +41,9 @@ pub struct SyncReport {
     pub shards_listed: usize,
     /// Keys of the leases this sync created (others may have been created concurrently by other workers).
     pub created: Vec<String>,
+    /// Every shard of the stream, when the listing was complete (`ShardListFilter::All`); `None` when only open
+    /// shards were listed. Garbage-lease cleanup needs a complete listing to tell a missing shard.
+    pub all_shards: Option<Vec<Shard>>,
 }
 
 /// Creates leases for new shards; see [`plan_new_leases`] for the rules and [the module](super) for the
@@ -120,7 +123,8 @@ impl ShardSyncer {
                 created.push(lease.lease_key);
             }
         }
-        Ok(SyncReport { shards_listed: shards.len(), created })
+        let all_shards = (filter == ShardListFilter::All).then_some(shards.clone());
+        Ok(SyncReport { shards_listed: shards.len(), created, all_shards })
     }
 
     /// Creates the leases of a finished shard's children (from the `ChildShards` of its last read) without listing

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::store::{LeasePage, LeaseStore, PageToken};
+use super::store::{LeasePage, LeaseStore, PageToken, UnreadableLease};
 use super::{Lease, LeaseFence, WorkerHeartbeat};
 use crate::error::LeaseStoreError;
 use crate::types::ExtendedSequenceNumber;
@@ -29,6 +29,8 @@ pub struct RequestCounts {
 #[derive(Default)]
 struct State {
     leases: BTreeMap<String, Lease>,
+    /// Items planted by [`MemoryLeaseStore::insert_unreadable`]: key → reason.
+    unreadable: BTreeMap<String, String>,
     heartbeats: BTreeMap<String, u64>,
 }
 
@@ -55,6 +57,17 @@ impl MemoryLeaseStore {
     /// How many read and write calls the store has served.
     pub fn request_counts(&self) -> RequestCounts {
         RequestCounts { reads: self.reads.load(Ordering::Relaxed), writes: self.writes.load(Ordering::Relaxed) }
+    }
+
+    /// Plants an item this store "cannot read" under `lease_key` (replacing any lease there), so that tests can
+    /// exercise how the coordinator, shard sync and tools treat the unreadable items a real table may hold.
+    /// It is listed on the first page of every listing, blocks `create_lease_if_not_exists`, is absent for
+    /// `get_lease` and every write, and `delete_lease` removes it.
+    pub fn insert_unreadable(&self, lease_key: &str, reason: &str) {
+        self.write(|state| {
+            state.leases.remove(lease_key);
+            state.unreadable.insert(lease_key.to_owned(), reason.to_owned());
+        })
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -102,7 +115,7 @@ fn may_checkpoint(lease: &Lease, fence: &LeaseFence) -> bool {
 impl LeaseStore for MemoryLeaseStore {
     async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
         self.write(|state| {
-            if state.leases.contains_key(&lease.lease_key) {
+            if state.leases.contains_key(&lease.lease_key) || state.unreadable.contains_key(&lease.lease_key) {
                 return Ok(false);
             }
             state.leases.insert(lease.lease_key.clone(), lease.clone());
@@ -135,7 +148,11 @@ impl LeaseStore for MemoryLeaseStore {
                 }
                 _ => None,
             };
-            Ok(LeasePage { leases, next_page })
+            let unreadable = match page {
+                Some(_) => Vec::new(),
+                None => state.unreadable.iter().map(|(key, reason)| UnreadableLease::new(key, reason)).collect(),
+            };
+            Ok(LeasePage { leases, unreadable, next_page })
         })
     }
 
@@ -256,6 +273,7 @@ impl LeaseStore for MemoryLeaseStore {
     async fn delete_lease(&self, lease_key: &str) -> Result<(), LeaseStoreError> {
         self.write(|state| {
             state.leases.remove(lease_key);
+            state.unreadable.remove(lease_key);
             Ok(())
         })
     }

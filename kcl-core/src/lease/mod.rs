@@ -34,7 +34,7 @@ pub use coordinator::{
 #[cfg(feature = "test-util")]
 pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};
 pub use memory::{MemoryLeaseStore, RequestCounts};
-pub use store::{LeasePage, LeaseStore, PageToken};
+pub use store::{LeaseListing, LeasePage, LeaseStore, PageToken, UnreadableLease};
 
 /// One lease: a shard of a stream, its owner, its fencing counter and its checkpoint.
 ///

@@ -15,7 +15,8 @@
 //!   [`LeaseStoreError::Fatal`] means retrying will not help (bad configuration, wrong table schema, no permission).
 //! * **Listing is consistent enough to coordinate.** `list_leases` pages through every lease exactly once when nothing
 //!   changes during the listing; leases created or deleted meanwhile may or may not appear. Items the store cannot
-//!   understand are skipped (with a warning), never returned half-parsed and never turned into an error.
+//!   understand are never returned half-parsed and never turned into an error: they are listed apart, as
+//!   [`UnreadableLease`]s (key and reason), so that the coordinator and `kcl-admin` can report them.
 //! * **Nothing is cached across calls** in a way that could return a value older than a write this same store object
 //!   acknowledged. One exception: `list_leases_by_owner` may be answered from an eventually consistent index
 //!   (DynamoDB's `LeaseOwnerToLeaseKeyIndex`), so a lease acquired a moment ago may be missing from it; it never
@@ -40,8 +41,39 @@ use crate::types::ExtendedSequenceNumber;
 pub struct LeasePage {
     /// The leases on this page, in the store's order.
     pub leases: Vec<Lease>,
+    /// The items on this page that look like leases but that the store cannot read (a wrong attribute type, an
+    /// unparsable checkpoint, …). They are not in `leases`.
+    pub unreadable: Vec<UnreadableLease>,
     /// Pass to the next `list_leases` call to continue; `None` when this was the last page.
     pub next_page: Option<PageToken>,
+}
+
+/// A lease table item that the store cannot read. It is never consumed (its checkpoint is unknown, so any start
+/// position could skip records) and never overwritten by a worker; `kcl-admin repair` rewrites or deletes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub struct UnreadableLease {
+    /// The item's lease key, or a description of it when the key itself is unreadable.
+    pub lease_key: String,
+    /// What is wrong, naming the attribute (never its value, which may be anything).
+    pub reason: String,
+}
+
+impl UnreadableLease {
+    /// An unreadable item: its key and why it cannot be read.
+    pub fn new(lease_key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { lease_key: lease_key.into(), reason: reason.into() }
+    }
+}
+
+/// A whole lease listing: the readable leases and, apart, the items that could not be read.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct LeaseListing {
+    /// Every readable lease.
+    pub leases: Vec<Lease>,
+    /// Every item that could not be read.
+    pub unreadable: Vec<UnreadableLease>,
 }
 
 /// An opaque continuation token for [`LeaseStore::list_leases`].
@@ -70,18 +102,25 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// One page of at most `page_size` leases (a store may return fewer), starting after `page`.
     async fn list_leases(&self, page: Option<PageToken>, page_size: usize) -> Result<LeasePage, LeaseStoreError>;
 
-    /// Every lease, following pages.
-    async fn list_all_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
-        let mut all = Vec::new();
+    /// Every lease and every unreadable item, following pages.
+    async fn list_everything(&self) -> Result<LeaseListing, LeaseStoreError> {
+        let mut all = LeaseListing::default();
         let mut page = None;
         loop {
-            let LeasePage { leases, next_page } = self.list_leases(page, 1000).await?;
-            all.extend(leases);
+            let LeasePage { leases, unreadable, next_page } = self.list_leases(page, 1000).await?;
+            all.leases.extend(leases);
+            all.unreadable.extend(unreadable);
             match next_page {
                 Some(next) => page = Some(next),
                 None => return Ok(all),
             }
         }
+    }
+
+    /// Every readable lease, following pages. Unreadable items are left out: callers that must report them (the
+    /// coordinator, `kcl-admin`) use [`list_everything`](Self::list_everything).
+    async fn list_all_leases(&self) -> Result<Vec<Lease>, LeaseStoreError> {
+        Ok(self.list_everything().await?.leases)
     }
 
     /// The leases whose `lease_owner` is `owner`. The default lists everything and filters; stores with an index on

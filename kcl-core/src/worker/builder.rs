@@ -171,6 +171,14 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// How long shard sync may keep failing because the stream or the lease table is missing, or access is denied,
+    /// before [`Worker::run`] returns the error. Until then it retries every second (one ERROR names the resource
+    /// and the remedy). Default: retry forever. Single-stream workers only.
+    pub fn give_up_after(mut self, limit: Duration) -> Self {
+        self.config.give_up_after = Some(limit);
+        self
+    }
+
     /// How often a child shard checks whether its parents have finished.
     pub fn parent_poll_interval(mut self, interval: Duration) -> Self {
         self.config.parent_poll_interval = interval;

@@ -56,7 +56,7 @@ pub use pause::PauseHandle;
 use running::{Running, set_once};
 use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
-use crate::discover::{LeaseCleaner, ShardLister, ShardSyncConfig, ShardSyncer};
+use crate::discover::{LeaseCleaner, Missing, Outage, ShardLister, ShardSyncConfig, ShardSyncer, missing};
 use crate::error::KclError;
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorHandle, LeaseEvent};
 use crate::lease::{Lease, LeaseStore};
@@ -222,10 +222,11 @@ impl<F: ProcessorFactory> Worker<F> {
             control: Arc::new(CoordinatorControl(coordinator.clone())),
             syncer: syncer.clone(),
         });
-        let (mut consumers, sync_task) = match &p.mode {
+        let (mut consumers, mut sync_task) = match &p.mode {
             StreamMode::Single { .. } => {
                 let cleaner = LeaseCleaner::new(p.store.clone(), None).with_grace(p.config.finished_lease_grace);
-                let task = sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone());
+                let (label, limit) = (p.mode.label().to_string(), p.config.give_up_after);
+                let task = sync_loop(syncer, cleaner, p.worker_id.clone(), coordinator.clone(), label, limit);
                 (Consumers::Single(consumer), tokio::spawn(task.in_current_span()))
             }
             StreamMode::Multi(settings) => {
@@ -237,7 +238,11 @@ impl<F: ProcessorFactory> Worker<F> {
                     coordinator.clone(),
                 );
                 let consumers = Consumers::Multi { template: consumer, active, by_stream: HashMap::new() };
-                (consumers, tokio::spawn(tracker.run().in_current_span()))
+                let task = async move {
+                    tracker.run().await;
+                    Ok(())
+                };
+                (consumers, tokio::spawn(task.in_current_span()))
             }
         };
 
@@ -256,6 +261,8 @@ impl<F: ProcessorFactory> Worker<F> {
         let mut ran_before: HashSet<String> = HashSet::new();
         let (shutdown_done_tx, mut shutdown_done) = mpsc::channel::<Result<(), KclError>>(1);
         let mut shutting_down = false;
+        // Set when shard sync gave up (`give_up_after`): returned once the graceful shutdown it starts completes.
+        let mut gave_up: Option<KclError> = None;
 
         let result = loop {
             tokio::select! {
@@ -273,7 +280,16 @@ impl<F: ProcessorFactory> Worker<F> {
                     }
                 }
                 Some(outcome) = shutdown_done.recv() => {
-                    break outcome;
+                    break gave_up.take().map_or(outcome, Err);
+                }
+                joined = &mut sync_task, if !shutting_down && gave_up.is_none() => {
+                    let error = match joined {
+                        Ok(Err(error)) => error,
+                        Ok(Ok(())) => KclError::Shutdown,
+                        Err(error) => KclError::InvalidConfig(format!("the shard sync task failed: {error}")),
+                    };
+                    gave_up = Some(error);
+                    let _ = self.shutdown_tx.send(true);
                 }
                 event = events.recv() => match event {
                     Some(LeaseEvent::Acquired(lease)) => {
@@ -423,9 +439,14 @@ async fn sync_loop(
     mut cleaner: LeaseCleaner,
     worker_id: String,
     coordinator: LeaseCoordinatorHandle,
-) {
+    stream: String,
+    give_up_after: Option<Duration>,
+) -> Result<(), KclError> {
+    let mut outage = Outage::default();
     loop {
-        let delay = match syncer.sync_if_leader(&worker_id).await {
+        let result = syncer.sync_if_leader(&worker_id).await;
+        outage.after(result.as_ref().map(|_| ()), &stream, give_up_after)?;
+        let delay = match result {
             Ok(report) => {
                 if let Some(report) = &report
                     && !report.created.is_empty()
@@ -438,8 +459,8 @@ async fn sync_loop(
                     // Without this a fresh fleet waits a whole take interval for its first leases.
                     coordinator.wake_taker();
                 }
-                if report.is_some() {
-                    match cleaner.run(&[]).await {
+                if let Some(report) = &report {
+                    match cleaner.run(report.all_shards.as_deref().unwrap_or_default()).await {
                         Ok(deleted) if !deleted.is_empty() => {
                             tracing::info!(deleted = deleted.len(), "deleted the leases of finished shards");
                         }
@@ -450,7 +471,10 @@ async fn sync_loop(
                 syncer.next_sync_delay()
             }
             Err(error) => {
-                tracing::warn!(%error, "shard sync failed; will retry");
+                // A missing stream, table or permission was logged by `outage` (once, as an ERROR).
+                if missing(&error) == Missing::Nothing {
+                    tracing::warn!(%error, "shard sync failed; will retry");
+                }
                 Duration::from_secs(1)
             }
         };

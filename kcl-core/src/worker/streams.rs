@@ -184,7 +184,7 @@ impl StreamTracker {
                         LeaseCleaner::new(self.store.clone(), Some(identifier.clone()))
                             .with_grace(self.config.finished_lease_grace)
                     });
-                    match cleaner.run_among(&leases, &[]).await {
+                    match cleaner.run_among(&leases, report.all_shards.as_deref().unwrap_or_default()).await {
                         Ok(deleted) if !deleted.is_empty() => {
                             tracing::info!(stream = %identifier, deleted = deleted.len(), "deleted finished leases");
                         }

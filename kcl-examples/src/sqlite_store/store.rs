@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use kcl_core::lease::{Lease, LeaseFence, LeasePage, LeaseStore, LeaseStoreError, PageToken, WorkerHeartbeat};
+use kcl_core::lease::{
+    Lease, LeaseFence, LeasePage, LeaseStore, LeaseStoreError, PageToken, UnreadableLease, WorkerHeartbeat,
+};
 use kcl_core::types::ExtendedSequenceNumber;
 use rusqlite::{Connection, OptionalExtension, Params, Rows, params};
 
@@ -11,34 +13,37 @@ use super::SqliteLeaseStore;
 use super::failure::Failure;
 use super::schema::{Statements, Unreadable, id_list, insert, position, read_lease};
 
-/// Turns up to `max` rows into leases, skipping (with a warning) the ones that do not parse. Returns the leases,
-/// the key of the last row taken, parsed or not (so paging moves past unreadable rows too), and whether more rows
-/// followed.
-fn collect_leases(table: &str, mut rows: Rows<'_>, max: usize) -> Result<(Vec<Lease>, Option<String>, bool), Failure> {
-    let (mut leases, mut last_key) = (Vec::new(), None);
+/// Rows read: the leases, the rows that do not parse (listed apart, for the coordinator and tools to report), the
+/// key of the last row taken, parsed or not (so paging moves past unreadable rows too), and whether more followed.
+struct Collected {
+    leases: Vec<Lease>,
+    unreadable: Vec<UnreadableLease>,
+    last_key: Option<String>,
+    more: bool,
+}
+
+/// Reads up to `max` rows.
+fn collect_leases(mut rows: Rows<'_>, max: usize) -> Result<Collected, Failure> {
+    let mut out = Collected { leases: Vec::new(), unreadable: Vec::new(), last_key: None, more: false };
     for _ in 0..max {
-        let Some(row) = rows.next()? else { return Ok((leases, last_key, false)) };
+        let Some(row) = rows.next()? else { return Ok(out) };
         match read_lease(row)? {
             Ok(lease) => {
-                last_key = Some(lease.lease_key.clone());
-                leases.push(lease);
+                out.last_key = Some(lease.lease_key.clone());
+                out.leases.push(lease);
             }
             Err(unreadable) => {
-                last_key = unreadable.lease_key.clone().or(last_key);
-                skip(table, &unreadable);
+                out.last_key = unreadable.lease_key.clone().or(out.last_key);
+                out.unreadable.push(to_report(unreadable));
             }
         }
     }
-    Ok((leases, last_key, rows.next()?.is_some()))
+    out.more = rows.next()?.is_some();
+    Ok(out)
 }
 
-fn skip(table: &str, unreadable: &Unreadable) {
-    tracing::warn!(
-        table,
-        lease_key = unreadable.lease_key.as_deref().unwrap_or("<unreadable>"),
-        problem = unreadable.problem.as_str(),
-        "skipping a lease row this store cannot read"
-    );
+fn to_report(unreadable: Unreadable) -> UnreadableLease {
+    UnreadableLease::new(unreadable.lease_key.unwrap_or_else(|| "<unreadable key>".to_owned()), unreadable.problem)
 }
 
 /// A counter the fence names, as SQLite holds it; `None` when it is past `i64::MAX` and so cannot match any row.
@@ -104,45 +109,43 @@ impl LeaseStore for SqliteLeaseStore {
     }
 
     async fn get_lease(&self, lease_key: &str) -> Result<Option<Lease>, LeaseStoreError> {
-        let (key, table) = (lease_key.to_owned(), self.table.clone());
+        let key = lease_key.to_owned();
         self.pool
             .read("get_lease", move |conn, s| {
                 let mut statement = conn.prepare_cached(&s.get)?;
-                let (mut leases, _, _) = collect_leases(&table, statement.query(params![key])?, 1)?;
-                Ok(leases.pop())
+                Ok(collect_leases(statement.query(params![key])?, 1)?.leases.pop())
             })
             .await
     }
 
     async fn list_leases(&self, page: Option<PageToken>, page_size: usize) -> Result<LeasePage, LeaseStoreError> {
-        let table = self.table.clone();
         let page_size = page_size.max(1);
         // One row more than the page, to learn whether another page follows without a second query.
         let limit = i64::try_from(page_size).unwrap_or(i64::MAX - 1) + 1;
         self.pool
             .read("list_leases", move |conn, s| {
-                let (leases, last_key, more) = match &page {
+                let Collected { leases, unreadable, last_key, more } = match &page {
                     Some(PageToken(after)) => {
                         let mut statement = conn.prepare_cached(&s.list_after)?;
-                        collect_leases(&table, statement.query(params![after, limit])?, page_size)?
+                        collect_leases(statement.query(params![after, limit])?, page_size)?
                     }
                     None => {
                         let mut statement = conn.prepare_cached(&s.list_first)?;
-                        collect_leases(&table, statement.query(params![limit])?, page_size)?
+                        collect_leases(statement.query(params![limit])?, page_size)?
                     }
                 };
                 let next_page = if more { last_key.map(PageToken) } else { None };
-                Ok(LeasePage { leases, next_page })
+                Ok(LeasePage { leases, unreadable, next_page })
             })
             .await
     }
 
     async fn list_leases_by_owner(&self, owner: &str) -> Result<Vec<Lease>, LeaseStoreError> {
-        let (owner, table) = (owner.to_owned(), self.table.clone());
+        let owner = owner.to_owned();
         self.pool
             .read("list_leases_by_owner", move |conn, s| {
                 let mut statement = conn.prepare_cached(&s.list_by_owner)?;
-                Ok(collect_leases(&table, statement.query(params![owner])?, usize::MAX)?.0)
+                Ok(collect_leases(statement.query(params![owner])?, usize::MAX)?.leases)
             })
             .await
     }
@@ -165,12 +168,12 @@ impl LeaseStore for SqliteLeaseStore {
         let Some(counter) = fence_counter(expected_counter) else {
             return Err(LeaseStoreError::condition_failed(lease_key, reason));
         };
-        let (key, owner, table) = (lease_key.to_owned(), new_owner.to_owned(), self.table.clone());
+        let (key, owner) = (lease_key.to_owned(), new_owner.to_owned());
         self.pool
             .write("take_lease", move |tx, s| {
                 let mut statement = tx.prepare_cached(&s.take)?;
-                let (mut leases, last_key, _) =
-                    collect_leases(&table, statement.query(params![key, counter, owner])?, 1)?;
+                let Collected { mut leases, last_key, .. } =
+                    collect_leases(statement.query(params![key, counter, owner])?, 1)?;
                 match (leases.pop(), last_key) {
                     (Some(lease), _) => Ok(lease),
                     // The row matched but cannot be read back: fail, which rolls the take back. Every read skips

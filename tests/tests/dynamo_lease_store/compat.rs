@@ -281,7 +281,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 #[tokio::test]
-async fn malformed_items_are_skipped_with_a_warning_that_hides_their_contents() {
+async fn malformed_items_are_listed_apart_with_reasons_that_hide_their_contents() {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).finish();
     // Current-thread test runtime: the thread-local subscriber sees everything the store logs.
@@ -324,24 +324,38 @@ async fn malformed_items_are_skipped_with_a_warning_that_hides_their_contents() 
     let mut listed: Vec<_> = store.list_all_leases().await.unwrap().into_iter().map(|l| l.lease_key).collect();
     listed.sort();
     assert_eq!(listed, ["good-1", "good-2"]);
-    let mut paged = 0;
+    let (mut paged, mut reported) = (0, 0);
     let mut page = None;
     loop {
         let result = store.list_leases(page, 2).await.expect("paging past malformed items is not an error");
         paged += result.leases.len();
+        reported += result.unreadable.len();
         match result.next_page {
             Some(next) => page = Some(next),
             None => break,
         }
     }
     assert_eq!(paged, 2);
+    assert_eq!(reported, 7, "every page reports its unreadable items");
+    let everything = store.list_everything().await.unwrap();
+    let mut unreadable: Vec<_> =
+        everything.unreadable.iter().map(|u| (u.lease_key.as_str(), u.reason.as_str())).collect();
+    unreadable.sort();
+    let mut expected: Vec<_> = broken.iter().map(|(key, attribute, _)| (*key, *attribute)).collect();
+    expected.push(("no-counter", "leaseCounter"));
+    expected.sort();
+    assert_eq!(unreadable.len(), expected.len(), "{unreadable:?}");
+    for ((key, reason), (expected_key, attribute)) in unreadable.iter().zip(&expected) {
+        assert_eq!(key, expected_key);
+        let names_it = reason.contains(attribute) || (*attribute == "startingHashKey" && reason.contains("hash key"));
+        assert!(names_it, "the reason for {key} names what is wrong: {reason}");
+        assert!(!reason.contains("SECRET"), "reasons never show item contents: {reason}");
+    }
     assert_eq!(store.get_lease("bad-checkpoint").await.unwrap(), None);
     assert!(store.list_leases_by_owner("12345").await.unwrap().is_empty());
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    for key in broken.iter().map(|(key, _, _)| *key).chain(["no-counter"]) {
-        assert!(logs.contains(key), "the warning names {key}:\n{logs}");
-    }
+    assert!(logs.contains("bad-checkpoint"), "reading an unreadable item by key warns, naming it:\n{logs}");
     assert!(logs.contains("WARN"), "{logs}");
     assert!(!logs.contains("SECRET"), "warnings never show item contents:\n{logs}");
     assert!(!logs.contains("good-1"), "readable items are not warned about");

@@ -54,7 +54,7 @@ pub async fn pagination_over_many_leases<S: LeaseStore + ?Sized>(store: &Arc<S>)
             if pages > max_pages {
                 ctx.fail(op, format_args!("no last page after {max_pages} pages ({} leases seen)", seen.len()));
             }
-            let LeasePage { leases, next_page } = ctx.ok(op, s.list_leases(page, page_size).await);
+            let LeasePage { leases, next_page, .. } = ctx.ok(op, s.list_leases(page, page_size).await);
             if leases.len() > page_size {
                 ctx.fail(op, format_args!("page {pages} holds {} leases", leases.len()));
             }

@@ -12,8 +12,12 @@ use crate::lease::Lease;
 pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
     let config = &shared.config;
     let started = Instant::now();
-    let leases = match io::read(shared, "list_leases", config.list_timeout(), || shared.store.list_all_leases()).await {
-        Ok(leases) => leases,
+    let leases = match io::read(shared, "list_leases", config.list_timeout(), || shared.store.list_everything()).await {
+        Ok(listing) => {
+            // Unreadable items are reported, never taken: see `unreadable` for why their shards wait for a repair.
+            shared.unreadable.observe(&listing.unreadable, &shared.metrics.unreadable);
+            listing.leases
+        }
         Err(error) => {
             tracing::warn!(%error, "could not list leases; skipping this take cycle");
             return None;

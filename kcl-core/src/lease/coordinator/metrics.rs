@@ -3,7 +3,9 @@
 
 use metrics::{Counter, Gauge};
 
-pub use crate::telemetry::{LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES};
+pub use crate::telemetry::{
+    LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES, UNREADABLE_LEASES,
+};
 
 /// Handles registered once per worker, labelled `worker`.
 pub(crate) struct CoordinatorMetrics {
@@ -12,6 +14,7 @@ pub(crate) struct CoordinatorMetrics {
     pub(crate) lost: Counter,
     pub(crate) held: Gauge,
     pub(crate) renewal_failures: Counter,
+    pub(crate) unreadable: Gauge,
 }
 
 impl CoordinatorMetrics {
@@ -22,7 +25,8 @@ impl CoordinatorMetrics {
             stolen: metrics::counter!(LEASES_STOLEN, "worker" => worker.clone()),
             lost: metrics::counter!(LEASES_LOST, "worker" => worker.clone()),
             held: metrics::gauge!(LEASES_HELD, "worker" => worker.clone()),
-            renewal_failures: metrics::counter!(RENEWAL_FAILURES, "worker" => worker),
+            renewal_failures: metrics::counter!(RENEWAL_FAILURES, "worker" => worker.clone()),
+            unreadable: metrics::gauge!(UNREADABLE_LEASES, "worker" => worker),
         }
     }
 }

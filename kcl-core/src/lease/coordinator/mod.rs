@@ -134,6 +134,7 @@ mod shutdown;
 mod slots;
 mod state;
 mod taker;
+mod unreadable;
 mod view;
 
 use std::sync::{Arc, Mutex};

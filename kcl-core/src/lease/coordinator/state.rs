@@ -136,6 +136,8 @@ pub(crate) struct Shared {
     /// Serialises the cycles that create slots (take, poll, shutdown hand-over).
     pub(crate) cycle: tokio::sync::Mutex<()>,
     pub(crate) rng: Mutex<Rng>,
+    /// The unreadable items of the last listing (reported once per change).
+    pub(crate) unreadable: super::unreadable::UnreadableReport,
 }
 
 impl Shared {
@@ -161,6 +163,7 @@ impl Shared {
             slot_removed: Notify::new(),
             cycle: tokio::sync::Mutex::new(()),
             rng,
+            unreadable: Default::default(),
         }
     }
 
