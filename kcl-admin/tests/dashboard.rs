@@ -45,28 +45,55 @@ impl RecordProcessor for Checkpointing1 {
     }
 }
 
+/// A worker on its own runtime, so that a kill stops every task it spawned (its lease renewer too) at once, like a
+/// crash: nothing is released.
 struct Running {
+    runtime: tokio::runtime::Runtime,
     shutdown: ShutdownHandle,
     task: JoinHandle<Result<(), KclError>>,
 }
 
-fn start_worker(kinesis: &aws_sdk_kinesis::Client, store: &Arc<DynamoLeaseStore>, stream: &str, id: &str) -> Running {
-    let worker = Worker::builder(stream, store.table_name())
-        .worker_id(id)
-        .kinesis_client(kinesis.clone())
-        .lease_store(store.clone())
-        .initial_position(InitialPosition::TrimHorizon)
-        .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
-        .shard_sync_interval(Duration::from_secs(1))
-        .polling_config(PollingConfig {
-            idle_time_between_reads: Duration::from_millis(200),
-            ..PollingConfig::default()
-        })
-        .processing(ProcessingConfig::default().checkpointing(Checkpointing::AfterEachBatch))
-        .processor_factory(|_: &str| Checkpointing1)
-        .build()
-        .unwrap();
-    Running { shutdown: worker.shutdown_handle(), task: tokio::spawn(worker.run()) }
+impl Running {
+    fn kill(self) {
+        self.runtime.shutdown_background();
+    }
+
+    async fn stop(self) {
+        self.shutdown.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        self.runtime.shutdown_background();
+    }
+}
+
+async fn start_worker(table: &str, stream: &str, id: &str) -> Running {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (table, stream, id) = (table.to_owned(), stream.to_owned(), id.to_owned());
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let task = runtime.spawn(async move {
+        // Clients of this runtime: their connections die with it.
+        let kinesis = emulators().kinesis_client().await;
+        let dynamodb = emulators().dynamodb_client().await;
+        let store = Arc::new(DynamoLeaseStore::builder(dynamodb, &table).build().await.expect("lease table"));
+        let worker = Worker::builder(stream.as_str(), table.as_str())
+            .worker_id(id.as_str())
+            .kinesis_client(kinesis)
+            .lease_store(store)
+            .initial_position(InitialPosition::TrimHorizon)
+            .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(2)).build().unwrap())
+            .shard_sync_interval(Duration::from_secs(1))
+            .polling_config(PollingConfig {
+                idle_time_between_reads: Duration::from_millis(200),
+                ..PollingConfig::default()
+            })
+            .processing(ProcessingConfig::default().checkpointing(Checkpointing::AfterEachBatch))
+            .processor_factory(|_: &str| Checkpointing1)
+            .build()
+            .unwrap();
+        let _ = handle_tx.send(worker.shutdown_handle());
+        worker.run().await
+    });
+    let shutdown = handle_rx.await.expect("the worker started");
+    Running { runtime, shutdown, task }
 }
 
 /// Puts 10 records every 100 ms until `stop` is set; returns how many it put.
@@ -172,7 +199,7 @@ async fn the_page_shows_owners_lag_children_and_the_moves_of_a_failover() {
 
     let mut workers: BTreeMap<&str, Running> = BTreeMap::new();
     for id in ["w1", "w2", "w3"] {
-        workers.insert(id, start_worker(&kinesis, &store, &stream, id));
+        workers.insert(id, start_worker(&table, &stream, id).await);
     }
     wait_leases(&store, "both shards owned", |leases| {
         leases.len() == 2 && leases.iter().all(|l| l.lease_owner.is_some())
@@ -206,7 +233,7 @@ async fn the_page_shows_owners_lag_children_and_the_moves_of_a_failover() {
         .filter(|l| !l.checkpoint.is_shard_end() && l.lease_owner.as_deref() == Some(victim.as_str()))
         .map(|l| l.lease_key.clone())
         .collect();
-    workers.remove(victim.as_str()).unwrap().task.abort();
+    workers.remove(victim.as_str()).unwrap().kill();
     wait_leases(&store, "the killed worker's leases taken over", |leases| {
         orphans.iter().all(|key| {
             leases.iter().any(|l| &l.lease_key == key && l.lease_owner.as_ref().is_some_and(|o| *o != victim))
@@ -261,12 +288,10 @@ async fn the_page_shows_owners_lag_children_and_the_moves_of_a_failover() {
         }
     }
     let lease_map = section(&dom, "<section id=\"leases\"", "</section>");
-    let children: Vec<&str> = leases
-        .iter()
-        .filter(|l| l.parent_shard_ids.iter().any(|p| p == SHARD_0))
-        .map(|l| l.shard_id.as_str())
-        .collect();
-    assert!(lease_map.contains(&format!("– → {}", children.join(", "))), "the parent names its children: {lease_map}");
+    let parent = leases.iter().find(|l| l.shard_id == SHARD_0).expect("the parent's lease");
+    assert_eq!(parent.child_shard_ids.len(), 2, "{parent:?}");
+    let children = parent.child_shard_ids.join(", ");
+    assert!(lease_map.contains(&format!("– → {children}")), "the parent names its children: {lease_map}");
     assert!(lease_map.contains(&format!("{SHARD_0} → –")), "a child names its parent: {lease_map}");
 
     // Lag figures: 0 now on every open shard, a number on each, and a sparkline of the window's samples.
@@ -309,8 +334,7 @@ async fn the_page_shows_owners_lag_children_and_the_moves_of_a_failover() {
     assert!(dom.contains("data-available=\"false\""), "unreadable items say they are not listed by this build");
 
     for (_, worker) in workers {
-        worker.shutdown.shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(30), worker.task).await;
+        worker.stop().await;
     }
     admin.kill().await.expect("stop the dashboard");
     kcl_tests::kinesis::delete_stream(&kinesis, &stream).await;
