@@ -110,6 +110,24 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Serves a live web page of the application: lease map, lag per shard, workers, lease moves (read-only).
+    Dashboard {
+        #[command(flatten)]
+        common: Common,
+        /// The stream the application consumes (in a multi-stream table: which of its streams).
+        #[arg(long)]
+        stream: String,
+        /// Address to listen on (port 0: any free port; the URL is printed on start). Loopback by default: the
+        /// page shows worker ids and the table's contents to whoever can reach it.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9797")]
+        bind: std::net::SocketAddr,
+        /// Seconds between scans of the table and the stream (each costs a Scan and one read per shard).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        interval: u64,
+        /// Minutes of lag samples, lease moves and throughput kept.
+        #[arg(long, value_name = "MINUTES", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        window: u64,
+    },
 }
 
 impl Command {
@@ -121,7 +139,8 @@ impl Command {
             | Self::ResetCheckpoint { common, .. }
             | Self::Release { common, .. }
             | Self::Repair { common, .. }
-            | Self::Import { common, .. } => common,
+            | Self::Import { common, .. }
+            | Self::Dashboard { common, .. } => common,
         }
     }
 }

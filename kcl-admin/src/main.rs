@@ -8,6 +8,7 @@
 //! kcl-admin release          --table APP LEASE_KEY
 //! kcl-admin repair           --table APP --stream STREAM [--apply]
 //! kcl-admin import           --table APP --from JAVA_APP [--overwrite [--force]] [--dry-run]
+//! kcl-admin dashboard        --table APP --stream STREAM [--bind 127.0.0.1:9797] [--interval S] [--window MIN]
 //! ```
 //!
 //! Every subcommand also takes `--json` (one JSON document on stdout, also for errors: `{"error": {...}}`),
@@ -20,12 +21,14 @@
 //!   `AT_TIMESTAMP:<time>` is resolved to the last record before the time (see `position.rs`).
 //! * `repair` (see `repair.rs`): rewrites or deletes the items workers cannot read, fenced on their raw contents.
 //! * `import` (see `import.rs`): adopts a Java KCL table's checkpoints.
+//! * `dashboard` (see `dashboard/`): a live web page of the lease map, lag, workers and lease moves.
 //!
 //! Exit codes: 0 success; 1 a failed call or a partly failed import; 2 bad arguments; 3 refused (the lease is
 //! owned, finished, or changed meanwhile); 4 no such lease, table or stream; 5 an endpoint cannot be reached.
 
 mod cli;
 mod connect;
+mod dashboard;
 mod error;
 mod import;
 mod kinesis;
@@ -88,6 +91,14 @@ async fn run(command: Command) -> Result<i32, AdminError> {
         Command::Import { from, overwrite, force, dry_run, .. } => {
             let args = import::ImportArgs { from: &from, table, overwrite, force, dry_run };
             emit(&import::run(&aws, args).await?, common.json)
+        }
+        Command::Dashboard { stream, bind, interval, window, .. } => {
+            let options = dashboard::Options {
+                bind,
+                interval: std::time::Duration::from_secs(interval),
+                window: std::time::Duration::from_secs(window * 60),
+            };
+            dashboard::run(aws, table, &stream, options).await
         }
     }
 }
