@@ -1,0 +1,1 @@
+//! Transactional checkpoints (to come).
