@@ -38,6 +38,16 @@ pub enum PostgresLeaseError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The transaction with the checkpoint committed, but the framework could not record the checkpoint (the lease is
+    /// being lost or the worker stops). The batch's effects are durable; return the error and stop processing.
+    #[error("lease {lease_key}: committed, but the framework could not record the checkpoint: {source}")]
+    Framework {
+        /// The lease the checkpoint was for.
+        lease_key: String,
+        /// The framework's error.
+        #[source]
+        source: kcl_core::KclError,
+    },
     /// The table exists with other columns, a value is out of range, or the configuration is unusable.
     #[error("{operation}: {message}")]
     Unusable {
@@ -94,6 +104,9 @@ impl From<PostgresLeaseError> for LeaseStoreError {
                 LeaseStoreError::fatal("checkpoint", format!("lease {lease_key}: {message}"))
             }
             PostgresLeaseError::Unusable { operation, message } => LeaseStoreError::fatal(operation, message),
+            PostgresLeaseError::Framework { lease_key, source } => {
+                LeaseStoreError::fatal("commit_with_checkpoint", format!("lease {lease_key}: {source}"))
+            }
         }
     }
 }

@@ -37,6 +37,7 @@ pub(crate) struct Statements {
     pub evict: String,
     pub handoff: String,
     pub checkpoint: String,
+    pub transactional_checkpoint: String,
     pub prepare: String,
     pub child_shards: String,
     pub delete: String,
@@ -126,6 +127,16 @@ impl Statements {
                  pending_checkpoint_sub_sequence = NULL, pending_checkpoint_state = NULL, \
                  owner_switches_since_checkpoint = 0, checkpoint_owner = NULL, {counted} \
                  WHERE {MAY_CHECKPOINT} RETURNING lease_counter"
+            ),
+            // In the application's transaction (see `transactional`): fenced by the checkpointing owner and the
+            // checkpoint the worker expects; neither the counter nor checkpoint_owner change (the framework's own
+            // write of the same position follows and does both).
+            transactional_checkpoint: format!(
+                "UPDATE {t} SET checkpoint = $3, checkpoint_sub_sequence = $4, pending_checkpoint = NULL, \
+                 pending_checkpoint_sub_sequence = NULL, pending_checkpoint_state = NULL, \
+                 owner_switches_since_checkpoint = 0 WHERE lease_key = $1 AND \
+                 COALESCE(checkpoint_owner, lease_owner) = $2 AND checkpoint = $5 AND checkpoint_sub_sequence = $6 \
+                 RETURNING lease_counter"
             ),
             prepare: format!(
                 "UPDATE {t} SET pending_checkpoint = $4, pending_checkpoint_sub_sequence = $5, \
