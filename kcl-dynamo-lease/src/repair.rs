@@ -84,7 +84,7 @@ pub enum Repair {
 }
 
 /// Decides the repair of `item` given its shard as `ListShards` returned it (`None`: the stream has no such shard).
-/// See the [module documentation](self) for why each reset is safe.
+/// See the `repair` module documentation (in the source) for why each reset is safe.
 pub fn plan_repair(item: &UnreadableItem, shard: Option<&Shard>) -> Repair {
     let Some(shard) = shard else {
         return Repair::Delete {

@@ -9,6 +9,7 @@ pub mod interop;
 pub mod kinesis;
 pub mod moto;
 pub mod own_kinesis;
+pub mod postgres;
 pub mod proxy;
 pub mod verify;
 

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The source folders checked: the publishable crates and the examples' library.
-const CRATES: &[&str] = &["kcl-core/src", "kcl-dynamo-lease/src", "kcl-admin/src", "kcl-examples/src"];
+const CRATES: &[&str] =
+    &["kcl-core/src", "kcl-dynamo-lease/src", "kcl-postgres-lease/src", "kcl-admin/src", "kcl-examples/src"];
 
 type ModPath = Vec<String>;
 

@@ -47,7 +47,14 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler of `table` and `stream` through `aws`.
     pub fn new(aws: Aws, table: &str, stream: &str) -> Self {
-        Self { aws, table: table.to_owned(), stream: stream.to_owned(), store: None, checkpoints: HashMap::new(), unreadable: None }
+        Self {
+            aws,
+            table: table.to_owned(),
+            stream: stream.to_owned(),
+            store: None,
+            checkpoints: HashMap::new(),
+            unreadable: None,
+        }
     }
 
     /// One scan.
@@ -171,4 +178,3 @@ async fn count_between(
     }
     Ok(Some(Counted { records, capped: true }))
 }
-

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Exported to the command: `KCL_TEST_KINESIS_ENDPOINT`, `KCL_TEST_DYNAMODB_ENDPOINT`, `KCL_TEST_MOTO_ENDPOINT`
-//! (`http://127.0.0.1:PORT`), `KCL_TEST_KINESIS_TLS_PORT`, and `KCL_TEST_EMULATOR_PIDS` (the emulator process ids,
-//! for the runner's own tests). moto runs from the virtualenv `scripts/test` makes in `.emulators/moto`.
+//! (`http://127.0.0.1:PORT`), `KCL_TEST_KINESIS_TLS_PORT`, `KCL_TEST_POSTGRES_URL` (a throwaway PostgreSQL cluster,
+//! see `kcl_tests::postgres`), and `KCL_TEST_EMULATOR_PIDS` (the emulator process ids, for the runner's own tests).
+//! moto runs from the virtualenv `scripts/test` makes in `.emulators/moto`.
 //!
 //! How it stays robust:
 //! - ports come from the kernel (bind to port 0) and are checked afterwards: the listening socket on each port must
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use kcl_tests::emulators::{DYNAMODB_ENDPOINT_ENV, KINESIS_ENDPOINT_ENV, KINESIS_TLS_PORT_ENV};
 use kcl_tests::moto::{MOTO_ENDPOINT_ENV, MOTO_INSTALL_HINT, MOTO_VENV};
+use kcl_tests::postgres::{self as pg, POSTGRES_URL_ENV};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -127,20 +129,26 @@ async fn run(cli: Cli) -> Result<u8, String> {
         .prefix("kcl-emulators-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory for the emulator logs: {e}"))?;
+    // The PostgreSQL cluster's files: apart from the logs (its server user must own them), removed at the end.
+    let postgres_dir = tempfile::Builder::new()
+        .prefix("kcl-postgres-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory for the PostgreSQL cluster: {e}"))?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.startup_timeout);
 
     let start = async {
-        let (kinesis, dynamodb, moto) = tokio::join!(
+        let (kinesis, dynamodb, moto, postgres) = tokio::join!(
             start_kinesis(&install, logs.path(), deadline),
             start_dynamodb(&install, logs.path(), deadline),
-            start_moto(&install, logs.path(), deadline)
+            start_moto(&install, logs.path(), deadline),
+            start_postgres(&install, postgres_dir.path(), logs.path(), deadline)
         );
-        match (kinesis, dynamodb, moto) {
-            (Ok(kinesis), Ok(dynamodb), Ok(moto)) => Ok((kinesis, dynamodb, moto)),
-            (kinesis, dynamodb, moto) => {
+        match (kinesis, dynamodb, moto, postgres) {
+            (Ok(kinesis), Ok(dynamodb), Ok(moto), Ok(postgres)) => Ok((kinesis, dynamodb, moto, postgres)),
+            (kinesis, dynamodb, moto, postgres) => {
                 let mut message = String::from("the emulators did not start");
-                for result in [kinesis, dynamodb, moto] {
+                for result in [kinesis, dynamodb, moto, postgres] {
                     match result {
                         Ok(mut running) => running.stop().await,
                         Err(e) => {
@@ -152,7 +160,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             }
         }
     };
-    let (mut kinesis, mut dynamodb, mut moto) = tokio::select! {
+    let (mut kinesis, mut dynamodb, mut moto, mut postgres) = tokio::select! {
         started = start => match started {
             Ok(started) => started,
             Err(message) => {
@@ -170,15 +178,18 @@ async fn run(cli: Cli) -> Result<u8, String> {
         (KINESIS_ENDPOINT_ENV, format!("http://127.0.0.1:{}", kinesis.ports[0])),
         (DYNAMODB_ENDPOINT_ENV, format!("http://127.0.0.1:{}", dynamodb.ports[0])),
         (KINESIS_TLS_PORT_ENV, kinesis.ports[1].to_string()),
-        (EMULATOR_PIDS_ENV, format!("{},{},{}", kinesis.pid, dynamodb.pid, moto.pid)),
+        (EMULATOR_PIDS_ENV, format!("{},{},{},{}", kinesis.pid, dynamodb.pid, moto.pid, postgres.pid)),
         (MOTO_ENDPOINT_ENV, format!("http://127.0.0.1:{}", moto.ports[0])),
+        (POSTGRES_URL_ENV, pg::postgres_url(postgres.ports[0])),
     ];
     eprintln!(
-        "emulators: kinesis-mock on {} (TLS port {}), DynamoDB Local on {}, moto on {}; ready in {:.1}s; logs in {}",
+        "emulators: kinesis-mock on {} (TLS port {}), DynamoDB Local on {}, moto on {}, PostgreSQL on {}; ready in \
+         {:.1}s; logs in {}",
         endpoints[0].1,
         endpoints[2].1,
         endpoints[1].1,
         endpoints[4].1,
+        endpoints[5].1,
         started.elapsed().as_secs_f64(),
         logs.path().display()
     );
@@ -195,13 +206,14 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 status = kinesis.child.wait() => eprintln!("emulators: kinesis-mock exited ({})", describe(status)),
                 status = dynamodb.child.wait() => eprintln!("emulators: DynamoDB Local exited ({})", describe(status)),
                 status = moto.child.wait() => eprintln!("emulators: moto exited ({})", describe(status)),
+                status = postgres.child.wait() => eprintln!("emulators: PostgreSQL exited ({})", describe(status)),
             }
             0
         }
     };
 
     let mut died = false;
-    for emulator in [&mut kinesis, &mut dynamodb, &mut moto] {
+    for emulator in [&mut kinesis, &mut dynamodb, &mut moto, &mut postgres] {
         if let Ok(Some(status)) = emulator.child.try_wait() {
             died = true;
             eprintln!(
@@ -212,7 +224,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             );
         }
     }
-    tokio::join!(kinesis.stop(), dynamodb.stop(), moto.stop());
+    tokio::join!(kinesis.stop(), dynamodb.stop(), moto.stop(), postgres.stop());
     if code != 0 || died || cli.keep_logs {
         eprintln!("emulators: logs kept in {}", logs.keep().display());
     }
@@ -354,6 +366,8 @@ struct Install {
     kinesis_cert: PathBuf,
     dynamodb_dir: PathBuf,
     moto_python: PathBuf,
+    /// The directory holding `initdb` and `postgres`.
+    postgres_bin: PathBuf,
 }
 
 impl Install {
@@ -401,7 +415,8 @@ impl Install {
                 root.join(MOTO_VENV).display()
             ));
         }
-        Ok(Self { node, java, kinesis_main, kinesis_cert, dynamodb_dir, moto_python })
+        let postgres_bin = pg::find_postgres_bin()?;
+        Ok(Self { node, java, kinesis_main, kinesis_cert, dynamodb_dir, moto_python, postgres_bin })
     }
 }
 
@@ -515,6 +530,42 @@ async fn start_moto(install: &Install, dir: &Path, deadline: Instant) -> Result<
     .await
 }
 
+/// `initdb` into `dir/data` (as the server's user when running as root), then `postgres` on a loopback port.
+async fn start_postgres(install: &Install, dir: &Path, logs: &Path, deadline: Instant) -> Result<Emulator, String> {
+    let user = pg::server_user()?;
+    pg::hand_over(dir, user)?;
+    let data = dir.join("data");
+    let as_server_user = |cmd: &mut Command| {
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid);
+        }
+        // Its working directory must be readable by that user (the runner's may not be).
+        cmd.current_dir(dir);
+    };
+    let init_log = logs.join("initdb.log");
+    let file = std::fs::File::create(&init_log).map_err(|e| format!("cannot create {}: {e}", init_log.display()))?;
+    let mut initdb = Command::new(install.postgres_bin.join("initdb"));
+    initdb.args(pg::initdb_args(&data)).stdin(Stdio::null()).stderr(file.try_clone().map_err(|e| e.to_string())?);
+    initdb.stdout(file).kill_on_drop(true);
+    as_server_user(&mut initdb);
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, initdb.status()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => {
+            return Err(format!("PostgreSQL: initdb failed ({status}):\n{}", log_tail(&init_log)));
+        }
+        Ok(Err(e)) => return Err(format!("PostgreSQL: cannot run initdb: {e}")),
+        Err(_) => return Err("PostgreSQL: initdb did not finish before the start-up deadline".to_owned()),
+    }
+    start_with_retries("PostgreSQL", 1, deadline, |ports, attempt| {
+        let mut cmd = Command::new(install.postgres_bin.join("postgres"));
+        cmd.args(pg::server_args(&data, ports[0], dir));
+        as_server_user(&mut cmd);
+        Emulator::spawn("PostgreSQL", cmd, ports, logs.join(format!("postgres.{attempt}.log")))
+    })
+    .await
+}
+
 async fn start_with_retries(
     name: &'static str,
     port_count: usize,
@@ -600,6 +651,9 @@ async fn probe(name: &str, port: u16) -> Result<(), String> {
          Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
         )
     };
+    if name == "PostgreSQL" {
+        return probe_postgres(port).await;
+    }
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
         stream.write_all(request.as_bytes()).await?;
@@ -615,6 +669,26 @@ async fn probe(name: &str, port: u16) -> Result<(), String> {
     match head.split_whitespace().nth(1) {
         Some("200") => Ok(()),
         _ => Err(format!("{target} on port {port} answered {:?}", head.lines().next().unwrap_or(""))),
+    }
+}
+
+/// PostgreSQL is ready when it accepts a login: AuthenticationOk (`R`) to a startup message, not an error (`E`,
+/// e.g. "the database system is starting up").
+async fn probe_postgres(port: u16) -> Result<(), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+        stream.write_all(&pg::startup_message()).await?;
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).await?;
+        // Terminate ('X'), so the server logs no "unexpected EOF".
+        let _ = stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+        Ok::<_, io::Error>(first[0])
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(b'R')) => Ok(()),
+        Ok(Ok(other)) => Err(format!("PostgreSQL on port {port} answered the login with {:?}", other as char)),
+        Ok(Err(e)) => Err(format!("PostgreSQL on port {port}: {e}")),
+        Err(_) => Err(format!("PostgreSQL on port {port} took over 5s to answer a login")),
     }
 }
 
