@@ -269,9 +269,13 @@ async fn a_fenced_heartbeat_drops_every_lease_at_once() {
     fleet.start("w1");
     fleet.converge(CONVERGE).await;
     let heartbeat = fleet.store.list_heartbeats().await.unwrap().into_iter().find(|hb| hb.worker_id == "w1").unwrap();
-    // What a taker does before taking a dead worker's leases: bump its heartbeat from the value it saw.
+    // What a taker does before taking a dead worker's leases: bump its heartbeat from the value it saw. A real
+    // fencer bumps it one step, after the worker's deadline. Here the worker is alive and within its deadline, where
+    // a single step reads as the worker's own renewal whose answer was lost (`judge_condition_failure`), so the
+    // fence moves the counter two steps: unambiguously another worker's write.
     let fenced_at = Instant::now();
     fleet.store.renew_heartbeat("w1", Some(heartbeat.counter)).await.unwrap();
+    fleet.store.renew_heartbeat("w1", Some(heartbeat.counter + 1)).await.unwrap();
     let renewal = fleet.config.renewal_interval();
     fleet
         .wait_for(renewal * 2, "w1 to drop every lease", async |f| {

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use kcl_core::HashKeyRange;
 use kcl_core::lease::LeaseStore;
 use kcl_core::types::ExtendedSequenceNumber;
 use kcl_dynamo_lease::plan_repair;
 
-use crate::harness::{SHARD_0, SHARD_1, admin, find, fixture, lower_half, upper_half};
+use crate::harness::{SHARD_0, SHARD_1, admin, find, fixture};
 
 const GONE: &str = "shardId-000000000099";
 const BAD_CHECKPOINT: &str = "shardId-000000000100";
@@ -78,11 +79,11 @@ async fn unreadable_items_are_listed_planned_and_repaired_without_skipping_recor
     let shard0 = f.lease(SHARD_0).await;
     assert_eq!(shard0.checkpoint, ExtendedSequenceNumber::TrimHorizon, "an unknown checkpoint replays from the start");
     assert_eq!((shard0.lease_owner.as_deref(), shard0.lease_counter), (None, 5));
-    assert_eq!(shard0.hash_key_range, Some(lower_half()));
+    assert_eq!(shard0.hash_key_range, Some(listed_range(&f, SHARD_0).await), "the range comes from ListShards");
     let shard1 = f.lease(SHARD_1).await;
     assert_eq!(shard1.checkpoint, ExtendedSequenceNumber::TrimHorizon, "a readable checkpoint is kept");
     assert_eq!(shard1.lease_counter, 0, "an unreadable counter restarts at 0, below every fence held");
-    assert_eq!(shard1.hash_key_range, Some(upper_half()));
+    assert_eq!(shard1.hash_key_range, Some(listed_range(&f, SHARD_1).await));
     // A worker can now take it.
     f.store.take_lease(SHARD_1, 0, "worker-b").await.expect("the repaired lease is usable");
     let again = admin(&f.args(&["repair", "--stream", &f.stream])).await.json();
@@ -112,4 +113,14 @@ async fn an_interrupted_reset_is_resumed_by_running_it_again() {
     let refused = admin(&f.args(&["reset-checkpoint", SHARD_0, "--to", "LATEST"])).await;
     assert_eq!(refused.code, 3, "{}", refused.stdout);
     f.cleanup().await;
+}
+
+/// The shard's hash key range as `ListShards` reports it (emulators split the key space their own way, so not
+/// necessarily the exact halves the fixture wrote).
+async fn listed_range(f: &crate::harness::Fixture, shard: &str) -> HashKeyRange {
+    let listed = f.kinesis.list_shards().stream_name(&f.stream).send().await.expect("ListShards");
+    let found = listed.shards().iter().find(|s| s.shard_id() == shard).expect("the shard is listed");
+    let range = found.hash_key_range().expect("a hash key range");
+    let (start, end) = (range.starting_hash_key().parse().unwrap(), range.ending_hash_key().parse().unwrap());
+    HashKeyRange::new(start, end).unwrap()
 }
