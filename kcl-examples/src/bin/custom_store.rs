@@ -33,6 +33,10 @@ use tokio::io::AsyncWriteExt;
 #[derive(Parser, Debug)]
 #[command(about = "A kcl-rs worker with its leases in a SQLite file that worker processes on one host share")]
 struct Args {
+    /// Worker settings from this TOML file (keys: see `kcl_core::config`), laid over the example's own; `KCL_…`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The SQLite lease database (created when missing); every worker process of the fleet names the same file.
     #[arg(long)]
     db: PathBuf,
@@ -213,11 +217,13 @@ async fn main() -> Result<(), BoxError> {
         .lease_config(lease_config)
         .initial_position(InitialPosition::TrimHorizon)
         .shard_sync_interval(Duration::from_secs(2))
-        .parent_poll_interval(Duration::from_millis(100))
-        .processor_factory(factory);
+        .parent_poll_interval(Duration::from_millis(100));
+    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
+    builder = builder.config(settings);
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
     }
+    let builder = builder.processor_factory(factory);
     let worker = builder.build()?;
     let worker_id = worker.worker_id().to_owned();
     let shutdown = worker.shutdown_handle();

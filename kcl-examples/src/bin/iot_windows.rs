@@ -50,6 +50,10 @@ struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
+    /// Worker settings from this TOML file (keys: see `kcl_core::config`), laid over the example's own; `KCL_…`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -157,11 +161,14 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
     let output = Arc::new(Output { file: Mutex::new(File::create(&args.output)?), counted: Mutex::default() });
     let window = Duration::from_secs(args.window_secs);
     let processors = output.clone();
-    let worker = backend
+    let builder = backend
         .worker()
         .worker_id("iot-windows-1")
         .initial_position(InitialPosition::TrimHorizon)
-        .filter(FilterCriteria::from_json(FILTER)?)
+        .filter(FilterCriteria::from_json(FILTER)?);
+    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
+    let worker = builder
+        .config(settings)
         .processor_factory(TumblingWindows::factory(window, move |_: &str| Averages { output: processors.clone() })?)
         .build()?;
     let shutdown = worker.shutdown_handle();

@@ -4,6 +4,7 @@
 //!
 //! * `cargo run -p kcl-examples --bin prometheus` — in memory, metrics on 127.0.0.1:9898; Ctrl-C stops it.
 //! * `… -- --metrics-port 0` — an ephemeral port, printed on start (`metrics: http://127.0.0.1:PORT/metrics`).
+//! * `… -- --config kcl.toml` — worker settings from a TOML file (keys in `kcl_core::config`); `KCL_…` variables too.
 //! * `… -- --kinesis-endpoint URL --dynamodb-endpoint URL` or `… -- --aws` — emulators or AWS, as the quickstart.
 //!
 //! The exporter only renders; this file serves `/metrics` itself with tokio (a few lines of HTTP/1.1), which keeps
@@ -11,6 +12,7 @@
 //! streams and shards, which is nobody else's business.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -44,6 +46,10 @@ struct Args {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration_secs: Option<u64>,
+    /// Worker settings from this TOML file (keys: see `kcl_core::config`), laid over the example's own; `KCL_…`
+    /// environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where the stream and the lease table live (memory, emulators or AWS).
     #[command(flatten)]
     backend: BackendArgs,
@@ -144,12 +150,11 @@ async fn main() -> Result<(), BoxError> {
 async fn run(args: &Args, backend: &Backend) -> Result<(), BoxError> {
     let mut fleet: Vec<(ShutdownHandle, tokio::task::JoinHandle<Result<(), kcl_core::KclError>>)> = Vec::new();
     for id in ["worker-1", "worker-2"] {
-        let worker = backend
-            .worker()
-            .worker_id(id)
-            .initial_position(InitialPosition::TrimHorizon)
-            .processor_factory(|_shard: &str| ReadingProcessor)
-            .build()?;
+        let builder = backend.worker().initial_position(InitialPosition::TrimHorizon);
+        let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
+        // Two workers share this process: each keeps its own id whatever the file says.
+        let worker =
+            builder.config(settings).worker_id(id).processor_factory(|_shard: &str| ReadingProcessor).build()?;
         fleet.push((worker.shutdown_handle(), tokio::spawn(worker.run())));
     }
     let stop_at = args.duration_secs.map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
