@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod emulators;
 pub mod interop;
 pub mod kinesis;
+pub mod logs;
 pub mod moto;
 pub mod own_kinesis;
 pub mod postgres;

@@ -3,31 +3,11 @@
 //!
 //! Its own test binary: it installs a global log subscriber to read what the worker logged.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
 use kcl_core::{Batch, BatchResult, Checkpointer, RecordProcessor, Worker};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 struct Nothing;
 
@@ -40,9 +20,7 @@ impl RecordProcessor for Nothing {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_stream_is_named_once_and_run_gives_up_after_the_limit() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let captured = kcl_tests::logs::CapturedLogs::install_global();
 
     let client = kcl_tests::emulators().kinesis_client().await;
     let stream = kcl_tests::unique_name("no-such-stream");
@@ -59,7 +37,7 @@ async fn a_missing_stream_is_named_once_and_run_gives_up_after_the_limit() {
     let error = result.expect_err("a worker whose stream is missing gives up").to_string();
     assert!(error.contains(&stream) && error.contains("does not exist"), "{error}");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let errors: Vec<&str> = logs.lines().filter(|line| line.contains("ERROR")).collect();
     // One ERROR when the outage starts (several retries follow, one a second), one when the worker gives up.
     assert_eq!(errors.len(), 2, "{logs}");

@@ -2,8 +2,6 @@
 //! faithfully; items this store writes use KCL's attribute names and types; attributes it does not model survive
 //! every write; items it cannot read are skipped with a warning that never shows their contents.
 
-use std::sync::{Arc, Mutex};
-
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
@@ -259,33 +257,10 @@ async fn every_write_preserves_attributes_the_store_does_not_model() {
     assert_eq!(raw["leaseCounter"], n("18"));
 }
 
-/// Collects formatted log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn malformed_items_are_listed_apart_with_reasons_that_hide_their_contents() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).finish();
     // Current-thread test runtime: the thread-local subscriber sees everything the store logs.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kcl_tests::logs::CapturedLogs::install();
 
     // No owner index: a `leaseOwner` of the wrong type could not even be written to an indexed table.
     let (builder, client, table) = builder("ddb-malformed").await;
@@ -354,7 +329,7 @@ async fn malformed_items_are_listed_apart_with_reasons_that_hide_their_contents(
     assert_eq!(store.get_lease("bad-checkpoint").await.unwrap(), None);
     assert!(store.list_leases_by_owner("12345").await.unwrap().is_empty());
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("bad-checkpoint"), "reading an unreadable item by key warns, naming it:\n{logs}");
     assert!(logs.contains("WARN"), "{logs}");
     assert!(!logs.contains("SECRET"), "warnings never show item contents:\n{logs}");

@@ -2,7 +2,7 @@
 //! checkpoint, a numeric `leaseOwner` — next to a readable lease: a coordinator on DynamoDB Local takes only the
 //! readable one, never the others, and logs one ERROR naming them and the remedy however many times it lists.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kcl_core::lease::LeaseStore;
@@ -10,32 +10,10 @@ use kcl_core::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, Lea
 
 use crate::common::{builder, create, item, lease, n, put_raw, s};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn a_coordinator_takes_only_readable_leases_and_reports_the_rest_once() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).finish();
     // Current-thread runtime: the coordinator's tasks run on this thread, under this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = kcl_tests::logs::CapturedLogs::install();
 
     // No owner index: DynamoDB refuses a numeric `leaseOwner` in an indexed table.
     let (builder, client, table) = builder("ddb-unreadable").await;
@@ -85,7 +63,7 @@ async fn a_coordinator_takes_only_readable_leases_and_reports_the_rest_once() {
     }
     assert_eq!(store.list_everything().await.unwrap().unreadable.len(), 4);
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let errors: Vec<&str> = logs.lines().filter(|line| line.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "one ERROR for the one change, not one per scan:\n{logs}");
     for (key, _) in &bad {
