@@ -9,3 +9,12 @@ pub mod iot;
 pub mod kinesis;
 pub mod ledger;
 pub mod sqlite_store;
+
+/// Sends the example's logs to stderr (stdout carries its own output), filtered by `RUST_LOG` (default `warn`;
+/// `RUST_LOG=info,kcl_core=debug` shows more).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}

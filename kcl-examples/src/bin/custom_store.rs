@@ -168,10 +168,7 @@ async fn stop_signal() -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    kcl_examples::init_logging();
     let args = Args::parse();
     let store = SqliteLeaseStore::builder(&args.db).table(&args.table).open().await?;
     let store: Arc<dyn LeaseStore> = Arc::new(store);

@@ -119,11 +119,7 @@ fn progress(ledger: &Ledger, started: Instant) {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // Logs go to stderr (stdout carries the example's own output); `RUST_LOG=info,kcl_core=debug` shows more.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    kcl_examples::init_logging();
     let args = Args::parse();
     if args.devices == 0 {
         return Err("--devices must be at least 1".into());
