@@ -9,54 +9,8 @@ use std::time::Duration;
 use kcl_core::discover::{MEMORY_ACCOUNT_ID, MemoryStreams, StreamSource};
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{Lease, LeaseStore, MemoryLeaseStore};
-use kcl_core::process::{BatchResult, InitializeInput, LeaseLostInput, ProcessorError};
-use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
-
-#[derive(Default)]
-struct Seen {
-    /// Payloads processed (each names its stream: `alpha-7`).
-    records: HashSet<String>,
-    /// Deliveries, duplicates included.
-    deliveries: usize,
-    /// Lease keys with a live processor (initialized, not yet stopped).
-    live: HashSet<String>,
-}
-
-struct Collect {
-    seen: Arc<Mutex<Seen>>,
-    lease_key: String,
-}
-
-#[async_trait::async_trait]
-impl RecordProcessor for Collect {
-    async fn initialize(&mut self, input: InitializeInput) -> Result<(), ProcessorError> {
-        self.lease_key = input.lease_key;
-        self.seen.lock().unwrap().live.insert(self.lease_key.clone());
-        Ok(())
-    }
-
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
-        {
-            let mut seen = self.seen.lock().unwrap();
-            for record in &batch.records {
-                seen.records.insert(String::from_utf8(record.data.to_vec()).unwrap());
-                seen.deliveries += 1;
-            }
-        }
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn lease_lost(&mut self, _: LeaseLostInput) {
-        self.seen.lock().unwrap().live.remove(&self.lease_key);
-    }
-
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        checkpointer.checkpoint().await?;
-        self.seen.lock().unwrap().live.remove(&self.lease_key);
-        Ok(())
-    }
-}
+use kcl_core::process::recording::{RecordingProcessor, Seen};
+use kcl_core::{InitialPosition, Worker};
 
 async fn wait_for(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -110,7 +64,7 @@ async fn one_application_consumes_streams_added_and_removed_at_run_time() {
             .stream_discovery_interval(Duration::from_millis(100))
             .removed_stream_grace(Duration::from_millis(800))
             .parent_poll_interval(Duration::from_millis(50))
-            .processor_factory(move |_: &str| Collect { seen: seen.clone(), lease_key: String::new() })
+            .processor_factory(move |_: &str| RecordingProcessor::new(seen.clone()))
             .build()
             .unwrap();
         shutdowns.push(worker.shutdown_handle());
@@ -212,7 +166,7 @@ async fn a_stream_listed_again_within_the_grace_resumes_from_its_checkpoints() {
         .removed_stream_grace(Duration::from_secs(3600))
         .processor_factory({
             let seen = seen.clone();
-            move |_: &str| Collect { seen: seen.clone(), lease_key: String::new() }
+            move |_: &str| RecordingProcessor::new(seen.clone())
         })
         .build()
         .unwrap();
@@ -244,7 +198,7 @@ async fn a_stream_listed_again_within_the_grace_resumes_from_its_checkpoints() {
 fn the_builder_checks_multi_stream_settings() {
     let streams = MemoryStreams::new();
     let store: Arc<dyn LeaseStore> = Arc::new(MemoryLeaseStore::new());
-    let factory = |_: &str| Collect { seen: Arc::default(), lease_key: String::new() };
+    let factory = |_: &str| RecordingProcessor::new(Arc::default());
     let base = || {
         Worker::multi_stream_builder("app", StreamSource::fixed(["a"]))
             .record_source(Arc::new(streams.clone()))

@@ -10,55 +10,12 @@ use std::time::Duration;
 use kcl_core::discover::{KinesisStreamCatalog, StreamCatalog, StreamSource};
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{Lease, LeaseStore};
-use kcl_core::process::{BatchResult, InitializeInput, LeaseLostInput, ProcessorError};
+use kcl_core::process::recording::{RecordingProcessor, Seen};
 use kcl_core::retrieve::PollingConfig;
-use kcl_core::{Batch, Checkpointer, InitialPosition, RecordProcessor, Worker};
+use kcl_core::{InitialPosition, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
 use kcl_tests::kinesis::{create_stream, delete_stream};
 use kcl_tests::{emulators, unique_name};
-
-#[derive(Default)]
-struct Seen {
-    /// Payloads processed; each starts with its stream's name.
-    records: HashSet<String>,
-    /// Lease keys with a live processor.
-    live: HashSet<String>,
-}
-
-struct Collect {
-    seen: Arc<Mutex<Seen>>,
-    lease_key: String,
-}
-
-#[async_trait::async_trait]
-impl RecordProcessor for Collect {
-    async fn initialize(&mut self, input: InitializeInput) -> Result<(), ProcessorError> {
-        self.lease_key = input.lease_key;
-        self.seen.lock().unwrap().live.insert(self.lease_key.clone());
-        Ok(())
-    }
-
-    async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
-        {
-            let mut seen = self.seen.lock().unwrap();
-            for record in &batch.records {
-                seen.records.insert(String::from_utf8(record.data.to_vec()).unwrap());
-            }
-        }
-        checkpointer.checkpoint().await?;
-        Ok(())
-    }
-
-    async fn lease_lost(&mut self, _: LeaseLostInput) {
-        self.seen.lock().unwrap().live.remove(&self.lease_key);
-    }
-
-    async fn shutdown_requested(&mut self, checkpointer: &mut Checkpointer) -> Result<(), ProcessorError> {
-        checkpointer.checkpoint().await?;
-        self.seen.lock().unwrap().live.remove(&self.lease_key);
-        Ok(())
-    }
-}
 
 async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
@@ -118,7 +75,7 @@ async fn two_workers_consume_streams_added_and_removed_at_run_time() {
             .stream_discovery_interval(Duration::from_millis(300))
             .removed_stream_grace(Duration::from_secs(2))
             .parent_poll_interval(Duration::from_millis(100))
-            .processor_factory(move |_: &str| Collect { seen: seen.clone(), lease_key: String::new() })
+            .processor_factory(move |_: &str| RecordingProcessor::new(seen.clone()))
             .build()
             .unwrap();
         shutdowns.push(worker.shutdown_handle());

@@ -9,6 +9,8 @@ mod outcome;
 mod pattern;
 mod policy;
 mod processor;
+#[cfg(feature = "test-util")]
+pub mod recording;
 pub mod window;
 
 pub use batch::Batch;
