@@ -29,6 +29,24 @@ pub async fn wait_active(client: &Client, name: &str) {
     }
 }
 
+/// Splits `shard` in the middle of its hash range and waits until the stream is ACTIVE again.
+pub async fn split_in_half(client: &Client, name: &str, shard: &str) {
+    let listed = client.list_shards().stream_name(name).send().await.expect("ListShards");
+    let found = listed.shards().iter().find(|s| s.shard_id() == shard).expect("the shard to split is listed");
+    let range = found.hash_key_range().expect("a hash key range");
+    let start: u128 = range.starting_hash_key().parse().expect("a decimal start");
+    let end: u128 = range.ending_hash_key().parse().expect("a decimal end");
+    client
+        .split_shard()
+        .stream_name(name)
+        .shard_to_split(shard)
+        .new_starting_hash_key((start + (end - start) / 2).to_string())
+        .send()
+        .await
+        .expect("SplitShard");
+    wait_active(client, name).await;
+}
+
 /// Deletes the stream and its consumers; errors are ignored (cleanup).
 pub async fn delete_stream(client: &Client, name: &str) {
     let _ = client.delete_stream().stream_name(name).enforce_consumer_deletion(true).send().await;

@@ -10,7 +10,7 @@ use kcl_core::discover::{KinesisShardLister, ShardListFilter, ShardLister};
 use kcl_core::retrieve::fanout::{FanOutConfig, FanOutSource};
 use kcl_core::retrieve::{ReadBatch, RecordSource, ShardReader, ShardSpec};
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord, SequenceNumber};
-use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records, wait_active};
+use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records};
 use kcl_tests::{emulators, unique_name};
 
 /// `RUST_LOG=kcl_core=debug` shows the readers' subscribe decisions when a test fails.
@@ -90,16 +90,7 @@ async fn reads_in_order_restarts_after_a_checkpoint_and_follows_a_split() {
     let lister = KinesisShardLister::new(client.clone(), stream.clone());
     let shards = lister.list_shards(ShardListFilter::All).await.unwrap();
     let range = shards.iter().find(|s| s.shard_id == shard0).unwrap().hash_key_range;
-    let middle = range.start + (range.end - range.start) / 2;
-    client
-        .split_shard()
-        .stream_name(&name)
-        .shard_to_split(&shard0)
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .expect("SplitShard");
-    wait_active(&client, &name).await;
+    kcl_tests::kinesis::split_in_half(&client, &name, &shard0).await;
     let mut after = Written::new();
     put(&client, &name, "b", 200, &mut after).await;
 

@@ -64,19 +64,11 @@ async fn reads_in_order_restarts_after_a_checkpoint_and_follows_a_split() {
     assert_eq!(pairs(&records), expected0[99..]);
 
     // Split shard 0: its reader reaches SHARD_END with both children; records put afterwards are in the children.
+    // Paging through ListShards one shard per page must find the parent, and after the split both children.
     let lister = KinesisShardLister::new(client.clone(), stream.clone()).with_page_size(1);
     let shards = lister.list_shards(ShardListFilter::All).await.unwrap();
     let range = shards.iter().find(|s| s.shard_id == shard0).unwrap().hash_key_range;
-    let middle = range.start + (range.end - range.start) / 2;
-    client
-        .split_shard()
-        .stream_name(&name)
-        .shard_to_split(&shard0)
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .expect("SplitShard");
-    wait_active(&client, &name).await;
+    kcl_tests::kinesis::split_in_half(&client, &name, &shard0).await;
     let mut after = Written::new();
     put(&client, &name, "b", 300, &mut after).await;
 

@@ -133,18 +133,7 @@ pub async fn put(client: &Client, name: &str, entries: &[Entry]) -> Vec<Put> {
 
 /// Splits `shard` in the middle of its hash range, waits for ACTIVE, and returns the children's ids.
 pub async fn split_in_half(client: &Client, name: &str, shard: &str) -> Vec<String> {
-    let shards = list_shards(client, name).await;
-    let range = shards.iter().find(|s| s.shard_id == shard).expect("the shard to split").hash_key_range;
-    let middle = range.start + (range.end - range.start) / 2;
-    client
-        .split_shard()
-        .stream_name(name)
-        .shard_to_split(shard)
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .expect("SplitShard");
-    wait_active(client, name).await;
+    kcl_tests::kinesis::split_in_half(client, name, shard).await;
     children_of(&list_shards(client, name).await, &[shard])
 }
 
