@@ -13,7 +13,7 @@ use std::time::Duration;
 use fleet::flaky::FlakyStore;
 use fleet::partition::PartitionableStore;
 use kcl_core::KclError;
-use kcl_core::lease::fleet::{Kind, config, next_checkpoint};
+use kcl_core::lease::fleet::{Handover, Kind, config, next_checkpoint};
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore, RenewalMode};
 use tokio::time::Instant;
 
@@ -102,15 +102,7 @@ async fn crash_failover(setup: Setup) {
 
 async fn graceful_stop(setup: Setup) {
     let mut fleet = three_workers(setup, None).await;
-    let leaving: Vec<String> = fleet.handle("w3").held_leases().into_iter().map(|l| l.lease_key).collect();
-    let stopped_at = Instant::now();
-    fleet.stop("w3").await;
-    let took = fleet
-        .wait_for(Duration::from_secs(10), "graceful handoff", async |f| {
-            let starts = f.timeline.starts_after(stopped_at, "w3");
-            leaving.iter().all(|lease| starts.contains_key(lease))
-        })
-        .await;
+    let Handover { leaving, stopped_at, took } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
     println!("{:?}: graceful stop handed 4 leases over in {took:?}", setup.mode);
     assert!(took < Duration::from_secs(1) + setup.slack / 3, "graceful handoff took {took:?}");
     // Each lease resumed elsewhere from exactly w3's final checkpoint (checked by assert_no_overlap), and w3 wrote one.

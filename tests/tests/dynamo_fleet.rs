@@ -10,7 +10,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{DynamoFleet as Fleet, Kind, config, next_checkpoint};
+use harness::{DynamoFleet as Fleet, Handover, Kind, config, next_checkpoint};
 use kcl_core::KclError;
 use kcl_core::lease::{FaultConfig, FaultyLeaseStore, LeaseFence, LeaseStore, RenewalMode};
 use tokio::time::Instant;
@@ -68,15 +68,7 @@ async fn crash_failover(mode: RenewalMode) {
 
 async fn graceful_stop(mode: RenewalMode) {
     let mut fleet = three_workers(mode, None).await;
-    let leaving: Vec<String> = fleet.handle("w3").held_leases().into_iter().map(|l| l.lease_key).collect();
-    let stopped_at = Instant::now();
-    fleet.stop("w3").await;
-    let took = fleet
-        .wait_for(Duration::from_secs(10), "graceful handoff", async |f| {
-            let starts = f.timeline.starts_after(stopped_at, "w3");
-            leaving.iter().all(|lease| starts.contains_key(lease))
-        })
-        .await;
+    let Handover { leaving, stopped_at, took } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
     println!("{mode:?}: graceful stop handed 4 leases over in {took:?}");
     // The fast path is one direct hand-over write plus the receiver's assignment poll (500 ms). What this test holds
     // is the mechanism: the leases were handed over, not taken after expiring, which needs at least a lease duration.

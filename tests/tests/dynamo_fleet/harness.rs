@@ -10,7 +10,7 @@ use kcl_core::lease::fleet::Fleet;
 use kcl_core::lease::{LeaseCoordinatorConfig, RenewalMode};
 use kcl_dynamo_lease::DynamoLeaseStore;
 
-pub use kcl_core::lease::fleet::{Entry, Kind, config, next_checkpoint};
+pub use kcl_core::lease::fleet::{Entry, Handover, Kind, config, next_checkpoint};
 
 /// A fleet on its own DynamoDB Local table; derefs to the shared [`Fleet`].
 pub struct DynamoFleet {

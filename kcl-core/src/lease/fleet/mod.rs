@@ -50,6 +50,17 @@ struct FleetWorker {
     processing: Arc<Processing>,
 }
 
+/// What [`Fleet::stop_and_await_handover`] saw.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    /// The leases the stopped worker held.
+    pub leaving: Vec<String>,
+    /// When the stop was requested.
+    pub stopped_at: Instant,
+    /// From the end of the graceful stop until every one of them had started elsewhere.
+    pub took: Duration,
+}
+
 /// Lease coordinators sharing one store `S`, each with simulated processors (see the [module](self) docs).
 #[non_exhaustive]
 pub struct Fleet<S> {
@@ -167,6 +178,23 @@ impl<S: LeaseStore + 'static> Fleet<S> {
         worker.handle.shutdown().await.expect("graceful shutdown");
         worker.processor.await.expect("processor task");
         worker.processing.abort_all();
+    }
+
+    /// Stops `id` gracefully and waits (at most `timeout`) until every lease it held has started on another worker.
+    ///
+    /// # Panics
+    /// With the fleet dumped, when `timeout` passed first.
+    pub async fn stop_and_await_handover(&mut self, id: &str, timeout: Duration) -> Handover {
+        let leaving: Vec<String> = self.handle(id).held_leases().into_iter().map(|l| l.lease_key).collect();
+        let stopped_at = Instant::now();
+        self.stop(id).await;
+        let took = self
+            .wait_for(timeout, "graceful handoff", async |f| {
+                let starts = f.timeline.starts_after(stopped_at, id);
+                leaving.iter().all(|lease| starts.contains_key(lease))
+            })
+            .await;
+        Handover { leaving, stopped_at, took }
     }
 
     /// Held leases per live worker, from the handles (no store reads).
