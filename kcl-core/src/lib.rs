@@ -38,6 +38,8 @@ mod lifecycle;
 pub mod process;
 pub mod retrieve;
 pub mod telemetry;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod types;
 pub mod worker;
 

@@ -50,6 +50,27 @@ pub const DEFAULT_ASSIGNMENT_POLL_INTERVAL: Duration = Duration::from_millis(500
 /// | [`safety_margin`](Self::safety_margin) | — (KCL does not self-fence) | lease_duration / 10 = 1 s |
 /// | [`handoff_timeout`](Self::handoff_timeout) | 3.x graceful handoff timeout | 30 s |
 /// | [`assignment_poll_interval`](Self::assignment_poll_interval) | — | min(500 ms, (lease_duration − safety_margin) / 2) |
+///
+/// Intervals not set follow the lease duration, as in Java KCL; inconsistent settings are refused:
+///
+/// ```
+/// use std::time::Duration;
+/// use kcl_core::lease::coordinator::{LeaseCoordinatorConfig, RenewalMode};
+///
+/// let config = LeaseCoordinatorConfig::builder()
+///     .lease_duration(Duration::from_secs(3))
+///     .renewal_mode(RenewalMode::WorkerHeartbeat)
+///     .build()?;
+/// assert_eq!(config.take_interval(), Duration::from_millis(6050)); // 2 × (3 s + 25 ms)
+/// assert_eq!(config.renewal_interval(), Duration::from_millis(1475)); // heartbeat: 3 s / 2 − 25 ms
+///
+/// let too_slow = LeaseCoordinatorConfig::builder()
+///     .lease_duration(Duration::from_secs(3))
+///     .renewal_interval(Duration::from_secs(4))
+///     .build();
+/// assert!(too_slow.is_err(), "a renewal interval longer than the lease would let every lease expire");
+/// # Ok::<(), kcl_core::KclError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseCoordinatorConfig {
     lease_duration: Duration,
