@@ -1,7 +1,8 @@
 //! A fleet with a kill, on the real PostgreSQL that `scripts/test` starts and kcl-core's in-memory Kinesis stream:
 //! worker-1 takes every lease and gets stuck inside its first batches (rows written, not committed), then is cut off
 //! from the lease table (a kill as the others see it: no renewals). worker-2 and worker-3 take the expired leases and
-//! get the same records again. When worker-1's processors wake up, their transactions are refused by the fence.
+//! get the same records again; meanwhile a shard is split and more records are put. When worker-1's processors wake
+//! up, their transactions are refused by the fence.
 //! The sink ends with each record exactly once, although the delivery log shows the redeliveries.
 
 use std::collections::BTreeSet;
@@ -22,6 +23,8 @@ mod common;
 
 const SHARDS: usize = 3;
 const RECORDS: usize = 150;
+/// Records put after shard 0 was split (they land in its children and the other shards).
+const AFTER_SPLIT: usize = 60;
 
 struct Shared {
     store: Arc<PostgresLeaseStore>,
@@ -144,9 +147,19 @@ async fn a_killed_workers_batches_are_redelivered_and_counted_once() {
     faulty.switch().set(FaultConfig::fail_all());
     let (stop_2, run_2) = start("worker-2", store.clone(), thawed.clone());
     let (stop_3, run_3) = start("worker-3", store.clone(), thawed);
+
+    // A split while the survivors take over: the parent is read to its end before its children start, and the
+    // records put afterwards (in the children) reach the sink once too.
+    let parent = stream.shards().into_iter().next().expect("a shard");
+    let range = parent.hash_key_range;
+    stream.split(&parent.shard_id, range.start + (range.end - range.start) / 2).unwrap();
+    for i in RECORDS..RECORDS + AFTER_SPLIT {
+        put.insert(stream.put(format!("device-{i}"), format!("reading {i}")).unwrap().sequence_number.to_string());
+    }
+    let total = RECORDS + AFTER_SPLIT;
     let count = format!("SELECT count(*) FROM {sink}");
     wait_for("every record in the sink", async || {
-        admin.query_one(&count, &[]).await.unwrap().get::<_, i64>(0) as usize >= RECORDS
+        admin.query_one(&count, &[]).await.unwrap().get::<_, i64>(0) as usize >= total
     })
     .await;
 
@@ -170,7 +183,7 @@ async fn a_killed_workers_batches_are_redelivered_and_counted_once() {
     let duplicates = records.len() - distinct.len();
     let delivered = shared.delivered.lock().unwrap().len();
     println!(
-        "put {RECORDS}, delivered {delivered} (worker-1 stuck with {stuck}), sink rows {}, duplicates {duplicates}, \
+        "put {total} ({AFTER_SPLIT} after a split), delivered {delivered} (worker-1 stuck with {stuck}), sink rows {}, duplicates {duplicates}, \
          fenced transactions {:?}",
         records.len(),
         shared.fenced.lock().unwrap()
@@ -178,5 +191,5 @@ async fn a_killed_workers_batches_are_redelivered_and_counted_once() {
     assert_eq!(duplicates, 0, "no record twice in the sink");
     assert_eq!(distinct, put, "every record put is in the sink");
     assert!(rows.iter().all(|row| row.get::<_, String>(1) != "worker-1"), "none of the zombie's rows committed");
-    assert!(delivered > RECORDS, "the delivery log shows redeliveries: {delivered} deliveries of {RECORDS} records");
+    assert!(delivered > total, "the delivery log shows redeliveries: {delivered} deliveries of {total} records");
 }
