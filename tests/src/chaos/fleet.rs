@@ -32,6 +32,8 @@ pub struct WorkerSpec {
     pub renewal: &'static str,
     /// Where output, journal and log files go.
     pub dir: PathBuf,
+    /// PostgreSQL mode: the URL and the lease table (`--postgres`, `--postgres-table`).
+    pub postgres: Option<(String, String)>,
 }
 
 /// The state of one slot.
@@ -125,7 +127,11 @@ impl Fleet {
         let (output, journal) =
             (spec.dir.join(format!("{name}.out.jsonl")), spec.dir.join(format!("{name}.journal.jsonl")));
         let log = std::fs::File::create(spec.dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new(&spec.binary)
+        let mut command = Command::new(&spec.binary);
+        if let Some((url, table)) = &spec.postgres {
+            command.args(["--postgres", url, "--postgres-table", table]);
+        }
+        let child = command
             .args(["--stream", &spec.stream, "--app", &spec.app, "--worker-id", &s.id])
             .arg("--output")
             .arg(&output)

@@ -16,9 +16,11 @@
 //! | `KCL_CHAOS_RATE` | min(50, 15000 / duration) | user records put per second (keeps shards small for kinesis-mock) |
 //! | `KCL_CHAOS_KEEP` | unset | keep the run's files (they are kept anyway when the run fails) |
 //! | `KCL_CHAOS_WORKER_LOG` | `info,aws=warn` | the workers' `RUST_LOG` |
+//! | `KCL_CHAOS_STORE` | `dynamodb` | `postgres`: leases in PostgreSQL and every record committed to a sink with its checkpoint; the sink must hold each put record exactly once (see `postgres.rs`) |
 
 mod binary;
 mod fleet;
+mod postgres;
 mod producer;
 mod reshard;
 mod scheduler;
@@ -64,6 +66,17 @@ pub struct ChaosConfig {
     pub rate: u64,
     /// Keep the run's files even when it passes.
     pub keep: bool,
+    /// Where the leases live.
+    pub store: ChaosStore,
+}
+
+/// Where a chaos run keeps its leases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChaosStore {
+    /// DynamoDB Local, behind a fault-injecting proxy.
+    DynamoDb,
+    /// PostgreSQL (no proxy: kills, pauses and reshards only), with the transactional sink.
+    Postgres,
 }
 
 impl ChaosConfig {
@@ -94,6 +107,11 @@ impl ChaosConfig {
             renewal,
             rate: number("KCL_CHAOS_RATE", (15_000 / duration).clamp(5, 50))?.max(1),
             keep: var("KCL_CHAOS_KEEP").is_some(),
+            store: match var("KCL_CHAOS_STORE").as_deref() {
+                None | Some("dynamodb") => ChaosStore::DynamoDb,
+                Some("postgres") => ChaosStore::Postgres,
+                Some(other) => return Err(format!("KCL_CHAOS_STORE={other}: use dynamodb or postgres")),
+            },
         })
     }
 }
@@ -139,11 +157,20 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
     kinesis.create_stream().stream_name(&stream).shard_count(4).send().await.map_err(|e| e.to_string())?;
     reshard::wait_active(&kinesis, &stream).await?;
     let heartbeat = config.renewal == "heartbeat";
-    let store = DynamoLeaseStore::builder(dynamodb.clone(), &stream)
-        .worker_heartbeats(heartbeat)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let postgres = match config.store {
+        ChaosStore::Postgres => Some(postgres::PostgresSide::open(&stream).await?),
+        ChaosStore::DynamoDb => None,
+    };
+    let store: std::sync::Arc<dyn LeaseStore> = match &postgres {
+        Some(side) => side.store.clone(),
+        None => std::sync::Arc::new(
+            DynamoLeaseStore::builder(dynamodb.clone(), &stream)
+                .worker_heartbeats(heartbeat)
+                .build()
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let kinesis_proxy = FaultProxy::start(emulators().kinesis_endpoint(), Flavor::Kinesis, config.seed ^ 1)
         .await
         .map_err(|e| e.to_string())?;
@@ -160,6 +187,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
             lease_duration_ms: config.lease_ms,
             renewal: config.renewal,
             dir: dir.clone(),
+            postgres: postgres.as_ref().map(|side| (side.url.clone(), side.table.clone())),
         },
         config.workers,
     );
@@ -187,7 +215,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
     write_put_log(&dir.join("puts.jsonl"), &puts)?;
 
     let mut problems = Vec::new();
-    let drained = drain(&store, &kinesis, &stream, &puts).await;
+    let drained = drain(store.as_ref(), &kinesis, &stream, &puts).await;
     // From the producer's stop: the wind-down above (faults off, every worker running again) is part of it.
     let drain_time = until.elapsed();
     if let Err(lagging) = &drained {
@@ -201,6 +229,15 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
         }
     }
 
+    if let Some(side) = &postgres {
+        match side.sink_problems(&puts).await {
+            Ok((rows, sink)) => {
+                eprintln!("chaos: PostgreSQL sink holds {rows} rows for {} records put", puts.len());
+                problems.extend(sink.into_iter().map(|p| format!("sink: {p}")));
+            }
+            Err(error) => problems.push(format!("cannot read the sink: {error}")),
+        }
+    }
     let history = History {
         deliveries: verify::load_outputs(&fleet.outputs)?,
         journal: verify::load_journal(&fleet.journals)?,
@@ -226,6 +263,11 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
     let outcome = ChaosOutcome { report, problems, summary, dir: dir.clone() };
     let _ = kinesis.delete_stream().stream_name(&stream).send().await;
     let _ = dynamodb.delete_table().table_name(&stream).send().await;
+    if let Some(side) = &postgres
+        && outcome.passed()
+    {
+        side.cleanup().await;
+    }
     if heartbeat {
         let table = format!("{stream}{}", kcl_dynamo_lease::HEARTBEAT_TABLE_SUFFIX);
         let _ = dynamodb.delete_table().table_name(table).send().await;
@@ -248,7 +290,7 @@ fn write_put_log(path: &Path, puts: &[Put]) -> Result<(), String> {
 /// Waits until every open shard is checkpointed at its last put record and every closed one at `SHARD_END` (or
 /// its finished lease is gone). Returns the shards still lagging on timeout.
 async fn drain(
-    store: &DynamoLeaseStore,
+    store: &dyn LeaseStore,
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     puts: &[Put],

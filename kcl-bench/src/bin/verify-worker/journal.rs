@@ -101,20 +101,20 @@ fn fence(op: &str, fence: &LeaseFence) -> Value {
 }
 
 /// A [`LeaseStore`] that journals every lease write (not heartbeats, not reads) of the store it wraps.
-pub struct JournalingStore<S> {
-    inner: S,
+pub struct JournalingStore {
+    inner: std::sync::Arc<dyn LeaseStore>,
     journal: std::sync::Arc<Journal>,
 }
 
-impl<S> JournalingStore<S> {
+impl JournalingStore {
     /// Wraps `inner`.
-    pub fn new(inner: S, journal: std::sync::Arc<Journal>) -> Self {
+    pub fn new(inner: std::sync::Arc<dyn LeaseStore>, journal: std::sync::Arc<Journal>) -> Self {
         Self { inner, journal }
     }
 }
 
 #[async_trait]
-impl<S: LeaseStore> LeaseStore for JournalingStore<S> {
+impl LeaseStore for JournalingStore {
     async fn create_lease_if_not_exists(&self, lease: &Lease) -> Result<bool, LeaseStoreError> {
         let id = self.journal.call(json!({
             "op": "create", "lease": lease.lease_key, "counter": lease.lease_counter,

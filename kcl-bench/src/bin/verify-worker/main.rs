@@ -12,7 +12,13 @@
 //! verify-worker --stream S --app A --worker-id W --output FILE [--journal FILE]
 //!   [--kinesis-endpoint URL] [--dynamodb-endpoint URL] [--retrieval polling|fanout]
 //!   [--lease-duration-ms N] [--renewal per-lease|heartbeat]
+//!   [--postgres URL --postgres-table T]
 //! ```
+//!
+//! With `--postgres`, the leases live in PostgreSQL table `T` (kcl-postgres-lease) instead of DynamoDB, and every
+//! processed record is also inserted into `T_sink` (`seq`, `sub`, `worker`) in the transaction that carries its
+//! checkpoint (`commit_with_checkpoint`): the chaos suite's PostgreSQL mode checks that the sink holds every put
+//! record exactly once.
 //!
 //! The lease table is named after the application (`--app`), as in Java KCL. Shards without a checkpoint start at
 //! `TRIM_HORIZON`, so every record in the stream is processed.
@@ -28,7 +34,7 @@ use std::time::{Duration, Instant};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use clap::{Parser, ValueEnum};
-use kcl_core::lease::{LeaseCoordinatorConfig, RenewalMode};
+use kcl_core::lease::{LeaseCoordinatorConfig, LeaseStore, RenewalMode};
 use kcl_core::retrieve::PollingConfig;
 use kcl_core::{InitialPosition, Retrieval, Worker};
 use kcl_dynamo_lease::DynamoLeaseStore;
@@ -37,7 +43,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use journal::{Journal, JournalingStore};
-use processor::{Factory, Output};
+use processor::{Factory, Output, Sink};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -84,6 +90,12 @@ struct Args {
     /// Timeout of one attempt of a polling or DynamoDB call (the SDK retries after it).
     #[arg(long, default_value_t = 3_000)]
     sdk_attempt_timeout_ms: u64,
+    /// PostgreSQL URL: leases in PostgreSQL, records committed to a sink table with their checkpoints.
+    #[arg(long, requires = "postgres_table")]
+    postgres: Option<String>,
+    /// The PostgreSQL lease table (the sink is `<table>_sink`); letters, digits and `_`.
+    #[arg(long, requires = "postgres")]
+    postgres_table: Option<String>,
     /// Longest wait between reads of a caught-up shard (polling).
     #[arg(long, default_value_t = 500)]
     idle_ms: u64,
@@ -147,9 +159,22 @@ async fn run_worker(args: &Args, journal: Arc<Journal>) -> Result<(), BoxError> 
     let mut stop = stop_signal()?;
     let (kinesis, dynamodb) = clients(args).await;
     let heartbeat = matches!(args.renewal, RenewalArg::Heartbeat);
-    let store = tokio::select! {
-        store = build_store(dynamodb, &args.app, heartbeat) => store?,
-        _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+    let (store, sink): (Arc<dyn LeaseStore>, Option<Sink>) = match (&args.postgres, &args.postgres_table) {
+        (Some(url), Some(table)) => {
+            let store = tokio::select! {
+                store = build_postgres_store(url, table) => Arc::new(store?),
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            };
+            let sink = Sink { url: url.clone(), table: format!("{table}_sink"), store: store.clone() };
+            (store, Some(sink))
+        }
+        _ => {
+            let store = tokio::select! {
+                store = build_store(dynamodb, &args.app, heartbeat) => store?,
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            };
+            (Arc::new(store), None)
+        }
     };
     let mut lease_config = LeaseCoordinatorConfig::builder()
         .lease_duration(Duration::from_millis(args.lease_duration_ms))
@@ -169,6 +194,7 @@ async fn run_worker(args: &Args, journal: Arc<Journal>) -> Result<(), BoxError> 
         output: Arc::new(Output::open(&args.output)?),
         journal: journal.clone(),
         next_epoch: AtomicU64::new(0),
+        sink: sink.map(Arc::new),
     };
     let worker = Worker::builder(args.stream.as_str(), args.app.as_str())
         .worker_id(args.worker_id.as_str())
@@ -246,6 +272,36 @@ async fn clients(args: &Args) -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Cli
         dynamodb = dynamodb.endpoint_url(endpoint);
     }
     (aws_sdk_kinesis::Client::from_conf(kinesis.build()), aws_sdk_dynamodb::Client::from_conf(dynamodb.build()))
+}
+
+/// Opens the PostgreSQL lease store and creates the sink table, retrying for a while.
+async fn build_postgres_store(url: &str, table: &str) -> Result<kcl_postgres_lease::PostgresLeaseStore, BoxError> {
+    if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || table.is_empty() {
+        return Err(format!("--postgres-table {table:?}: letters, digits and `_` only").into());
+    }
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let store = kcl_postgres_lease::PostgresLeaseStore::builder(url).table(table).open().await?;
+            let (client, connection) =
+                kcl_postgres_lease::tokio_postgres::connect(url, kcl_postgres_lease::tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {table}_sink (seq TEXT NOT NULL, sub BIGINT NOT NULL, worker TEXT NOT NULL)"
+                ))
+                .await?;
+            Ok::<_, BoxError>(store)
+        };
+        match attempt.await {
+            Ok(store) => return Ok(store),
+            Err(error) if started.elapsed() < STARTUP_RETRY => {
+                tracing::warn!(%error, "cannot set up the PostgreSQL tables yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Builds the lease store, retrying transient failures for a while (the table may be unreachable at start-up).

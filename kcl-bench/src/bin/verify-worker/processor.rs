@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use kcl_core::process::{BatchResult, InitializeInput, LeaseLostInput, ProcessorError};
-use kcl_core::{Batch, Checkpointer, RecordProcessor};
+use kcl_core::{Batch, Checkpointer, ExtendedSequenceNumber, RecordProcessor};
 use serde::Serialize;
 use serde_json::json;
 
@@ -56,12 +56,24 @@ struct Line<'a> {
     t: u64,
 }
 
+/// PostgreSQL mode: where each processor commits its records with its checkpoint.
+pub struct Sink {
+    /// The database.
+    pub url: String,
+    /// The sink table.
+    pub table: String,
+    /// The lease store, whose transactional checkpoint joins the sink's transaction.
+    pub store: Arc<kcl_postgres_lease::PostgresLeaseStore>,
+}
+
 /// Makes one [`VerifyProcessor`] per shard lease, numbering the epochs.
 pub struct Factory {
     pub worker: Arc<str>,
     pub output: Arc<Output>,
     pub journal: Arc<Journal>,
     pub next_epoch: AtomicU64,
+    /// PostgreSQL mode.
+    pub sink: Option<Arc<Sink>>,
 }
 
 impl kcl_core::ProcessorFactory for Factory {
@@ -74,6 +86,9 @@ impl kcl_core::ProcessorFactory for Factory {
             shard: shard_id.to_owned(),
             output: self.output.clone(),
             journal: self.journal.clone(),
+            sink: self.sink.clone(),
+            client: None,
+            written_up_to: None,
         }
     }
 }
@@ -85,6 +100,11 @@ pub struct VerifyProcessor {
     shard: String,
     output: Arc<Output>,
     journal: Arc<Journal>,
+    sink: Option<Arc<Sink>>,
+    /// PostgreSQL mode: this processor's connection.
+    client: Option<kcl_postgres_lease::tokio_postgres::Client>,
+    /// The last record written to the output: a batch retried after a failed transaction is not written twice.
+    written_up_to: Option<ExtendedSequenceNumber>,
 }
 
 impl VerifyProcessor {
@@ -111,19 +131,62 @@ impl VerifyProcessor {
     }
 }
 
+impl VerifyProcessor {
+    /// PostgreSQL mode: inserts the batch into the sink and commits it with the checkpoint past it. Refused by the
+    /// fence: nothing was written, the lease is another worker's, which gets the records again. Any other failure
+    /// before the commit rolls back and returns the error, so the framework retries the batch (its lines are not
+    /// written to the output again).
+    async fn commit(&mut self, sink: &Sink, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
+        let Some(target) = checkpointer.largest_permitted().cloned() else { return Ok(()) };
+        let Some(client) = self.client.as_mut() else { return Err("no PostgreSQL connection".into()) };
+        let tx = client.transaction().await?;
+        let insert = format!("INSERT INTO {} (seq, sub, worker) VALUES ($1, $2, $3)", sink.table);
+        for record in &batch.records {
+            let sub = i64::try_from(record.sub_sequence_number)?;
+            tx.execute(&insert, &[&record.sequence_number.as_str(), &sub, &&*self.worker]).await?;
+        }
+        let pos = position(&target);
+        self.journal.event(json!({"ev": "cp", "epoch": self.epoch, "shard": self.shard, "pos": pos}));
+        let result = sink.store.commit_with_checkpoint(tx, &self.worker, checkpointer, None).await;
+        let ok = result.is_ok();
+        self.journal.event(json!({"ev": "cp_done", "epoch": self.epoch, "shard": self.shard, "pos": pos, "ok": ok}));
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_fenced() => {
+                tracing::info!(shard = %self.shard, %error, "transaction refused by the fence; the next owner redelivers");
+                Ok(())
+            }
+            // Committed, but the framework could not record the checkpoint: the lease is being lost.
+            Err(kcl_postgres_lease::PostgresLeaseError::Framework { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl RecordProcessor for VerifyProcessor {
     async fn initialize(&mut self, input: InitializeInput) -> Result<(), ProcessorError> {
         self.journal.event(json!({
             "ev": "init", "epoch": self.epoch, "shard": self.shard, "checkpoint": position(&input.checkpoint),
         }));
+        if let Some(sink) = &self.sink {
+            let (client, connection) =
+                kcl_postgres_lease::tokio_postgres::connect(&sink.url, kcl_postgres_lease::tokio_postgres::NoTls)
+                    .await?;
+            tokio::spawn(connection);
+            self.client = Some(client);
+        }
         Ok(())
     }
 
     async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
         let t = now_us();
         let mut bytes = Vec::with_capacity(batch.len() * 160);
-        for record in &batch.records {
+        let fresh = batch
+            .records
+            .iter()
+            .filter(|r| self.written_up_to.as_ref().is_none_or(|w| r.extended_sequence_number() > *w));
+        for record in fresh {
             let line = Line {
                 worker: &self.worker,
                 shard: &self.shard,
@@ -139,8 +202,16 @@ impl RecordProcessor for VerifyProcessor {
         }
         // Durable first: a checkpoint must never cover a record that is not in the output.
         self.output.append_durably(bytes).await?;
-        self.checkpoint(checkpointer).await;
-        Ok(())
+        if let Some(last) = batch.records.last() {
+            self.written_up_to = Some(last.extended_sequence_number());
+        }
+        match self.sink.clone() {
+            Some(sink) => self.commit(&sink, batch, checkpointer).await,
+            None => {
+                self.checkpoint(checkpointer).await;
+                Ok(())
+            }
+        }
     }
 
     async fn lease_lost(&mut self, _input: LeaseLostInput) {
