@@ -217,6 +217,23 @@ impl Backend {
         Ok(())
     }
 
+    /// Connects to the backend `args` choose, runs `scenario` on it, cleans up whatever the outcome, and exits the
+    /// process with status 1 when the scenario's verdict is `false` (an error is returned as an error).
+    pub async fn run_scenario(
+        args: &BackendArgs,
+        example: &ExampleStream,
+        scenario: impl AsyncFnOnce(&Backend) -> Result<bool, BoxError>,
+    ) -> Result<(), BoxError> {
+        let backend = Self::connect(args, example).await?;
+        let outcome = scenario(&backend).await;
+        backend.cleanup().await;
+        match outcome {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Deletes the stream and the lease table unless asked to keep them (nothing to do in memory). Failures are
     /// ignored: this runs on the way out, and the example's own outcome matters more.
     pub async fn cleanup(&self) {

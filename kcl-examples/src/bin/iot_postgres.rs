@@ -176,14 +176,7 @@ async fn main() -> Result<(), BoxError> {
         shards: 4,
         reuse_existing: false,
     };
-    let backend = Backend::connect(&args.backend, &example).await?;
-    let outcome = run(&args, &backend).await;
-    backend.cleanup().await;
-    match outcome {
-        Ok(true) => Ok(()),
-        Ok(false) => std::process::exit(1),
-        Err(error) => Err(error),
-    }
+    Backend::run_scenario(&args.backend, &example, async |backend| run(&args, backend).await).await
 }
 
 async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {

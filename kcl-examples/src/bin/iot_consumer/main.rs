@@ -187,14 +187,7 @@ async fn main() -> Result<(), BoxError> {
         shards: args.shards,
         reuse_existing: true,
     };
-    let backend = Backend::connect(&args.backend, &stream).await?;
-    let outcome = run(&args, &backend).await;
-    backend.cleanup().await;
-    match outcome {
-        Ok(true) => Ok(()),
-        Ok(false) => std::process::exit(1),
-        Err(error) => Err(error),
-    }
+    Backend::run_scenario(&args.backend, &stream, async |backend| run(&args, backend).await).await
 }
 
 /// Runs the consumer over generated traffic; `Ok(true)` when every record was accounted for in time.

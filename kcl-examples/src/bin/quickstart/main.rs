@@ -124,14 +124,7 @@ async fn main() -> Result<(), BoxError> {
     if args.devices == 0 {
         return Err("--devices must be at least 1".into());
     }
-    let backend = Backend::connect(&args.backend, &STREAM).await?;
-    let outcome = run(&args, &backend).await;
-    backend.cleanup().await;
-    match outcome {
-        Ok(true) => Ok(()),
-        Ok(false) => std::process::exit(1),
-        Err(error) => Err(error),
-    }
+    Backend::run_scenario(&args.backend, &STREAM, async |backend| run(&args, backend).await).await
 }
 
 /// Runs the scenario; `Ok(true)` when the verdict passed.
