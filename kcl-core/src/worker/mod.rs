@@ -320,8 +320,10 @@ impl<F: ProcessorFactory> Worker<F> {
                         }
                     }
                     None if shutting_down => {
-                        // The coordinator closes its events when shutdown completes; wait for its result.
-                        break shutdown_done.recv().await.unwrap_or(Ok(()));
+                        // The coordinator closes its events when shutdown completes; wait for its result. A shutdown
+                        // that shard sync started by giving up returns that error, whichever branch sees the end.
+                        let outcome = shutdown_done.recv().await.unwrap_or(Ok(()));
+                        break gave_up.take().map_or(outcome, Err);
                     }
                     None => break Err(KclError::Shutdown),
                 },
