@@ -83,19 +83,8 @@ async fn json_and_cbor_decode_exactly_what_the_sdk_decodes_including_shard_end()
     assert_eq!(shards.len(), 2);
 
     // Split the first shard so that its readers end with ChildShards.
-    let first = &listed.shards()[0];
-    let range = first.hash_key_range().expect("range");
-    let start: u128 = range.starting_hash_key().parse().expect("start");
-    let end: u128 = range.ending_hash_key().parse().expect("end");
-    client
-        .split_shard()
-        .stream_name(&name)
-        .shard_to_split(first.shard_id())
-        .new_starting_hash_key((start + (end - start) / 2).to_string())
-        .send()
-        .await
-        .expect("SplitShard");
-    wait_active(&client, &name).await;
+    let first = &shards[0];
+    kcl_tests::kinesis::split_in_half(&client, &name, first).await;
 
     let mut total = 0;
     for shard in &shards {
@@ -103,7 +92,7 @@ async fn json_and_cbor_decode_exactly_what_the_sdk_decodes_including_shard_end()
         let mut results = Vec::new();
         for (path, source) in sources(&client) {
             // The split parent is read to its end; the open shard up to what was put into it.
-            let expect = if shard == first.shard_id() { usize::MAX } else { per_shard[shard] };
+            let expect = if shard == first { usize::MAX } else { per_shard[shard] };
             let (records, end) = read_all(source.as_ref(), &spec, expect).await;
             results.push((path, records, end.map(|b| b.child_shards)));
         }
@@ -123,7 +112,7 @@ async fn json_and_cbor_decode_exactly_what_the_sdk_decodes_including_shard_end()
             assert_eq!(end, reference_end, "{path}: shard end of {shard}");
         }
         total += reference.len();
-        if shard == first.shard_id() {
+        if shard == first {
             let children = reference_end.clone().flatten().expect("the split parent ends with ChildShards");
             assert_eq!(children.len(), 2);
         }

@@ -10,7 +10,7 @@ use kcl_core::retrieve::{
     KinesisPollingApi, PollingConfig, PollingFetcher, PrefetchConfig, ReadBatch, RecordSource, ShardReader, ShardSpec,
 };
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, KinesisRecord, SequenceNumber};
-use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records, wait_active};
+use kcl_tests::kinesis::{Written, create_stream, pairs, put_numbered as put, read_records};
 use kcl_tests::{emulators, unique_name};
 
 fn fetcher(client: aws_sdk_kinesis::Client) -> PollingFetcher<KinesisPollingApi> {
@@ -110,16 +110,7 @@ async fn shard_syncer_pages_through_list_shards_and_links_children_to_parents() 
     let shards = lister.list_shards(ShardListFilter::All).await.unwrap();
     assert_eq!(shards.len(), 3, "three pages of at most two shards were joined");
     let parent = shards[0].clone();
-    let middle = parent.hash_key_range.start + (parent.hash_key_range.end - parent.hash_key_range.start) / 2;
-    client
-        .split_shard()
-        .stream_name(&name)
-        .shard_to_split(&parent.shard_id)
-        .new_starting_hash_key(middle.to_string())
-        .send()
-        .await
-        .expect("SplitShard");
-    wait_active(&client, &name).await;
+    kcl_tests::kinesis::split_in_half(&client, &name, &parent.shard_id).await;
     let all = lister.list_shards(ShardListFilter::All).await.unwrap();
     assert_eq!(all.len(), 5);
     let open = lister.list_shards(ShardListFilter::Open).await.unwrap();
