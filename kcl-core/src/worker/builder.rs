@@ -233,6 +233,15 @@ impl<F: ProcessorFactory> WorkerBuilder<F> {
         self
     }
 
+    /// Lays the TOML file at `path` (when given) and then the `KCL_…` environment variables over the settings made so
+    /// far (see [`WorkerConfig::with_file_and_env`]): what an application's `--config FILE` option calls, after the
+    /// application's own choices and before the settings it must keep whatever the file says.
+    #[cfg(feature = "config")]
+    pub fn config_file_and_env(mut self, path: Option<&std::path::Path>) -> Result<Self, KclError> {
+        self.config = self.config.with_file_and_env(path)?;
+        Ok(self)
+    }
+
     /// The settings so far.
     pub fn settings(&self) -> &WorkerConfig {
         &self.config

@@ -215,8 +215,7 @@ async fn main() -> Result<(), BoxError> {
         .initial_position(InitialPosition::TrimHorizon)
         .shard_sync_interval(Duration::from_secs(2))
         .parent_poll_interval(Duration::from_millis(100));
-    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
-    builder = builder.config(settings);
+    builder = builder.config_file_and_env(args.config.as_deref())?;
     if let Some(id) = &args.worker_id {
         builder = builder.worker_id(id);
     }

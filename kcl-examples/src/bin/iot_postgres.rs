@@ -232,10 +232,9 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
             .initial_position(InitialPosition::TrimHorizon)
             .lease_config(LeaseCoordinatorConfig::builder().lease_duration(Duration::from_secs(3)).build()?)
             .parent_poll_interval(Duration::from_millis(100));
-        let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
         let shared = shared.clone();
         let built = builder
-            .config(settings)
+            .config_file_and_env(args.config.as_deref())?
             .worker_id(worker)
             .processor_factory(move |_: &str| MinuteCounter { shared: shared.clone(), worker, client: None })
             .build()?;

@@ -155,9 +155,8 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
         .worker_id("iot-windows-1")
         .initial_position(InitialPosition::TrimHorizon)
         .filter(FilterCriteria::from_json(FILTER)?);
-    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
     let worker = builder
-        .config(settings)
+        .config_file_and_env(args.config.as_deref())?
         .processor_factory(TumblingWindows::factory(window, move |_: &str| Averages { output: processors.clone() })?)
         .build()?;
     let shutdown = worker.shutdown_handle();

@@ -147,10 +147,12 @@ async fn run(args: &Args, backend: &Backend) -> Result<(), BoxError> {
     let mut fleet: Vec<(ShutdownHandle, tokio::task::JoinHandle<Result<(), kcl_core::KclError>>)> = Vec::new();
     for id in ["worker-1", "worker-2"] {
         let builder = backend.worker().initial_position(InitialPosition::TrimHorizon);
-        let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
         // Two workers share this process: each keeps its own id whatever the file says.
-        let worker =
-            builder.config(settings).worker_id(id).processor_factory(|_shard: &str| ReadingProcessor).build()?;
+        let worker = builder
+            .config_file_and_env(args.config.as_deref())?
+            .worker_id(id)
+            .processor_factory(|_shard: &str| ReadingProcessor)
+            .build()?;
         fleet.push((worker.shutdown_handle(), tokio::spawn(worker.run())));
     }
     let stop_at = args.duration_secs.map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));

@@ -239,9 +239,8 @@ async fn run(args: &Args, backend: &Backend) -> Result<bool, BoxError> {
         .processing(
             ProcessingConfig::default().parallelism(args.parallelism).checkpointing(Checkpointing::AfterEachBatch),
         );
-    let settings = builder.settings().clone().with_file_and_env(args.config.as_deref())?;
     let worker = builder
-        .config(settings)
+        .config_file_and_env(args.config.as_deref())?
         .processor_factory(move |_shard: &str| IotProcessor { shared: processors.clone() })
         .build()?;
     let shutdown = worker.shutdown_handle();

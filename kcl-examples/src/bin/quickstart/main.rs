@@ -93,9 +93,8 @@ fn start_worker(id: &str, backend: &Backend, ledger: &Arc<Ledger>, config: Optio
         .lease_config(lease_config)
         .shard_sync_interval(Duration::from_secs(2))
         .parent_poll_interval(Duration::from_millis(100));
-    let settings = builder.settings().clone().with_file_and_env(config)?;
     let worker = builder
-        .config(settings)
+        .config_file_and_env(config)?
         // Three workers share this process: each keeps its own id whatever the file says.
         .worker_id(id)
         .processor_factory(move |_shard: &str| IotProcessor { worker: worker_name.clone(), ledger: ledger.clone() })
