@@ -32,6 +32,7 @@ macro_rules! with_setters {
 pub mod config;
 pub mod deaggregate;
 pub mod discover;
+pub mod emf;
 pub mod error;
 pub mod lease;
 mod lifecycle;

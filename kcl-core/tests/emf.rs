@@ -1,4 +1,4 @@
-//! The EMF exporter (`kcl_core::telemetry::emf`) on a real run: a worker consumes an in-memory stream with the
+//! The EMF exporter (`kcl_core::emf`) on a real run: a worker consumes an in-memory stream with the
 //! EMF recorder installed, and every line it writes must satisfy the CloudWatch Embedded Metric Format
 //! specification's required fields (checked by [`emf_problems`], which has its own self-test), carry KCL's
 //! dimensions, and add up to the records put.
@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use kcl_core::emf::{EmfConfig, EmfExporter, EmfRecorder};
 use kcl_core::lease::MemoryLeaseStore;
 use kcl_core::retrieve::memory_stream::MemoryStream;
-use kcl_core::telemetry::emf::{EmfConfig, EmfExporter, EmfRecorder};
 use kcl_core::telemetry::{self as t};
 use kcl_core::{Batch, BatchResult, Checkpointer, InitialPosition, RecordProcessor, Worker};
 use serde_json::{Value, json};

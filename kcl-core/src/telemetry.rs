@@ -4,7 +4,7 @@
 //! StatsD, OpenTelemetry, CloudWatch EMF, …) and they cost nothing when none is installed. Every emission site
 //! uses the constants below, and a unit test checks this table against [`CATALOG`], so the two cannot drift.
 //! Call [`describe`] once after installing a recorder to hand it the units and help texts. For CloudWatch,
-//! [`emf`] writes every series as Embedded Metric Format lines with KCL's dimensions and a `MetricsLevel` switch.
+//! the `emf` module writes every series as Embedded Metric Format lines with KCL's dimensions and a `MetricsLevel` switch.
 //!
 //! Labels: `stream` is the stream name, `shard` the shard id, `worker` the worker id. Shard labels appear only on
 //! per-shard series (a fleet has as many of those as it has shards); histograms carry no shard label.
@@ -52,8 +52,6 @@
 //! `lease_coordinator` (`worker_id`); each shard consumer, its lanes and its reader in `shard` (`shard_id`,
 //! `lease_counter`) under the worker's span, with the reader's own `kcl_shard_reader` or `kcl_fanout_reader` span
 //! inside.
-
-pub mod emf;
 
 use metrics::Unit;
 
@@ -203,7 +201,7 @@ mod tests {
 
     /// The module doc's table rows, as (name, type, unit, labels).
     fn documented() -> Vec<(String, String, String, Vec<String>)> {
-        include_str!("mod.rs")
+        include_str!("telemetry.rs")
             .lines()
             .filter_map(|line| line.strip_prefix("//! | `kcl_"))
             .map(|row| {

@@ -1,4 +1,5 @@
-//! Metrics for AWS users: a [`metrics`] recorder that writes the catalogue (and any other `metrics` series) as
+//! Metrics for AWS users: a [`metrics`] recorder that writes the [catalogue](crate::telemetry) (and any other
+//! `metrics` series) as
 //! CloudWatch [Embedded Metric Format] lines, which CloudWatch Logs turns into metrics (Lambda, ECS with the
 //! awslogs driver, the CloudWatch agent). No AWS call is made: the lines go to stdout or any writer.
 //!
@@ -12,7 +13,7 @@
 //! [Embedded Metric Format]: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
 //!
 //! ```
-//! use kcl_core::telemetry::emf::{EmfConfig, EmfRecorder, MetricsLevel};
+//! use kcl_core::emf::{EmfConfig, EmfRecorder, MetricsLevel};
 //!
 //! let recorder = EmfRecorder::new(
 //!     EmfConfig::new("iot-consumer").with_level(MetricsLevel::Summary).with_dimension("WorkerIdentifier", "w1"),
@@ -189,7 +190,7 @@ fn snapshot<K: Clone + Eq + Hash, T>(map: &Mutex<HashMap<K, Arc<T>>>) -> Vec<(K,
 impl Registry {
     fn unit_of(&self, name: &str) -> Option<Unit> {
         let described = self.units.lock().unwrap_or_else(PoisonError::into_inner).get(name).copied();
-        described.or_else(|| super::CATALOG.iter().find(|def| def.name == name).map(|def| def.unit))
+        described.or_else(|| crate::telemetry::CATALOG.iter().find(|def| def.name == name).map(|def| def.unit))
     }
 
     fn observation(&self, key: &Key, value: Observed) -> Observation {
