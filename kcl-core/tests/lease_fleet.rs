@@ -102,9 +102,15 @@ async fn crash_failover(setup: Setup) {
 
 async fn graceful_stop(setup: Setup) {
     let mut fleet = three_workers(setup, None).await;
-    let Handover { leaving, stopped_at, took } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
+    let Handover { leaving, stopped_at, took, handed_off, .. } =
+        fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
     println!("{:?}: graceful stop handed 4 leases over in {took:?}", setup.mode);
-    assert!(took < Duration::from_secs(1) + setup.slack / 3, "graceful handoff took {took:?}");
+    // The mechanism: w3 handed every lease to a live worker itself instead of leaving it to expire.
+    assert_eq!(sorted(handed_off), sorted(leaving.clone()), "w3 must hand over every lease it held");
+    if setup.slack.is_zero() {
+        // On the paused clock the time is exact; in real time it is a benchmark figure (`bench leases`).
+        assert!(took < Duration::from_secs(1), "graceful handoff took {took:?}");
+    }
     // Each lease resumed elsewhere from exactly w3's final checkpoint (checked by assert_no_overlap), and w3 wrote one.
     let finals = fleet.timeline.entries().into_iter().filter(|e| {
         // Only the shutdown's finals: w3 may also have handed a lease over while the fleet was converging.
@@ -331,4 +337,9 @@ mod real_time {
     async fn zombie_is_fenced_per_lease() {
         zombie_is_fenced(Setup::real_time(RenewalMode::PerLease)).await;
     }
+}
+
+fn sorted(mut keys: Vec<String>) -> Vec<String> {
+    keys.sort();
+    keys
 }

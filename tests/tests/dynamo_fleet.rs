@@ -68,13 +68,16 @@ async fn crash_failover(mode: RenewalMode) {
 
 async fn graceful_stop(mode: RenewalMode) {
     let mut fleet = three_workers(mode, None).await;
-    let Handover { leaving, stopped_at, took } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
+    let Handover { leaving, stopped_at, took, mut handed_off, .. } =
+        fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
     println!("{mode:?}: graceful stop handed 4 leases over in {took:?}");
-    // The fast path is one direct hand-over write plus the receiver's assignment poll (500 ms). What this test holds
-    // is the mechanism: the leases were handed over, not taken after expiring, which needs at least a lease duration.
-    // How fast the hand-over is is a benchmark figure (`bench leases`), not a timed assertion on a shared machine.
-    let expiry = Duration::from_millis(LEASE_DURATION_MS);
-    assert!(took < expiry, "graceful handoff took {took:?}: no faster than an expiry take ({expiry:?})");
+    // What this test holds is the mechanism: w3 handed every lease to a live worker itself (one direct write each),
+    // none was left to expire and be taken. How fast that is is a benchmark figure (`bench leases`), not a timed
+    // assertion on a shared machine (a wall-clock bound here failed CI at 2.03 s against 2 s).
+    let mut expected = leaving.clone();
+    expected.sort();
+    handed_off.sort();
+    assert_eq!(handed_off, expected, "w3 must hand over every lease it held");
     let finals = fleet.timeline.entries().into_iter().filter(|e| {
         // Only the shutdown's finals: w3 may also have handed a lease over while the fleet was converging.
         e.worker == "w3" && e.at >= stopped_at && leaving.contains(&e.lease) && matches!(e.kind, Kind::Final { .. })

@@ -60,7 +60,32 @@ pub(super) struct Pool {
 
 impl Pool {
     /// Opens the first connection, creates the tables when missing and checks their columns.
+    ///
+    /// Processes that open a new file at the same moment race to switch it to WAL and to create the tables. SQLite
+    /// does not call the busy handler where waiting could deadlock (upgrading a read lock to the exclusive lock the
+    /// journal-mode switch needs, or while another connection recovers the WAL) and answers `SQLITE_BUSY` at once,
+    /// so a busy answer is retried here until the busy timeout has passed since the first try.
     pub fn open(settings: ConnectionSettings, statements: Statements, max_connections: usize) -> Result<Self, Failure> {
+        let deadline = std::time::Instant::now() + settings.busy_timeout;
+        let mut pause = Duration::from_millis(5);
+        let connection = loop {
+            match Self::open_and_create(&settings, &statements) {
+                Err(Failure::Sql(error)) if is_busy(&error) && std::time::Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => break other?,
+            }
+        };
+        Ok(Self {
+            settings,
+            statements,
+            idle: Mutex::new(vec![connection]),
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        })
+    }
+
+    fn open_and_create(settings: &ConnectionSettings, statements: &Statements) -> Result<Connection, Failure> {
         let mut connection = settings.open()?;
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch(&statements.create_schema)?;
@@ -79,12 +104,7 @@ impl Pool {
         // After the check, so that a foreign table is reported as such rather than as a column the index lacks.
         tx.execute_batch(&statements.create_index)?;
         tx.commit()?;
-        Ok(Self {
-            settings,
-            statements,
-            idle: Mutex::new(vec![connection]),
-            permits: Arc::new(Semaphore::new(max_connections.max(1))),
-        })
+        Ok(connection)
     }
 
     pub fn path(&self) -> &Path {
@@ -161,4 +181,9 @@ impl Pool {
         })
         .await
     }
+}
+
+/// Whether SQLite answered that another connection holds the lock it needs.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }

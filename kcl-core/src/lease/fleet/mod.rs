@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use self::processor::{Processing, process};
 pub use self::timeline::{Entry, Kind, Timeline, next_checkpoint};
 use super::Lease;
-use super::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, RenewalMode};
+use super::coordinator::{LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorHandle, LostReason, RenewalMode};
 use super::store::LeaseStore;
 use crate::types::ExtendedSequenceNumber;
 
@@ -57,8 +57,11 @@ pub struct Handover {
     pub leaving: Vec<String>,
     /// When the stop was requested.
     pub stopped_at: Instant,
-    /// From the end of the graceful stop until every one of them had started elsewhere.
+    /// From the stop request until every one of them had started elsewhere.
     pub took: Duration,
+    /// Those the stopped worker handed over itself (its coordinator reported `Lost { HandedOff }`: its write gave
+    /// the lease to a live worker), as opposed to leaving them to be taken once expired.
+    pub handed_off: Vec<String>,
 }
 
 /// Lease coordinators sharing one store `S`, each with simulated processors (see the [module](self) docs).
@@ -187,14 +190,21 @@ impl<S: LeaseStore + 'static> Fleet<S> {
     pub async fn stop_and_await_handover(&mut self, id: &str, timeout: Duration) -> Handover {
         let leaving: Vec<String> = self.handle(id).held_leases().into_iter().map(|l| l.lease_key).collect();
         let stopped_at = Instant::now();
+        let processing = self.workers.get(id).expect("known worker").processing.clone();
         self.stop(id).await;
+        let handed_off = processing
+            .lost()
+            .into_iter()
+            .filter(|(lease, reason)| *reason == LostReason::HandedOff && leaving.contains(lease))
+            .map(|(lease, _)| lease)
+            .collect();
         let took = self
             .wait_for(timeout, "graceful handoff", async |f| {
                 let starts = f.timeline.starts_after(stopped_at, id);
                 leaving.iter().all(|lease| starts.contains_key(lease))
             })
             .await;
-        Handover { leaving, stopped_at, took }
+        Handover { leaving, stopped_at, took, handed_off }
     }
 
     /// Held leases per live worker, from the handles (no store reads).

@@ -10,13 +10,15 @@ use tokio::task::JoinHandle;
 
 use super::timeline::{Kind, Timeline, next_checkpoint};
 use crate::error::KclError;
-use crate::lease::coordinator::{LeaseCoordinatorHandle, LeaseEvent};
+use crate::lease::coordinator::{LeaseCoordinatorHandle, LeaseEvent, LostReason};
 
 /// The leases a worker is processing, and the task checkpointing each.
 #[derive(Default)]
 pub(super) struct Processing {
     running: Mutex<HashSet<String>>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// Every `Lost` the coordinator emitted, in order, with its reason (also after the lease stopped running here).
+    lost: Mutex<Vec<(String, LostReason)>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -24,6 +26,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Processing {
+    /// The `Lost` events seen so far, with their reasons.
+    pub(super) fn lost(&self) -> Vec<(String, LostReason)> {
+        lock(&self.lost).clone()
+    }
+
     /// Aborts every lease task and returns the leases that were running (a crash: no `Stop` recorded here).
     pub(super) fn abort_all(&self) -> Vec<String> {
         for (_, task) in lock(&self.tasks).drain() {
@@ -90,6 +97,7 @@ pub(super) async fn process(
             }
             LeaseEvent::Lost { lease_key, reason } => {
                 processing.stop(&me, &lease_key, &format!("lost: {reason:?}"), &timeline);
+                lock(&processing.lost).push((lease_key, reason));
             }
         }
     }
