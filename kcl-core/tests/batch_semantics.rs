@@ -1,7 +1,8 @@
 //! Property test of the batch semantics on the in-memory stream: random processors fail random records
 //! (partially, whole batches, panics), with random parallelism 1–10, batch sizes, bisection, retry scopes, a
 //! failure destination that refuses some calls, and a filter; the worker is shut down midway and a second one
-//! resumes from the checkpoints. Invariants:
+//! resumes from the checkpoints. The framework checkpoints after every batch or at a random interval (every N
+//! records and/or T ms). Invariants:
 //! - every record ends processed, filtered or in the failure destination;
 //! - no checkpoint write ever passes a record that had not finished (checked at the moment of the write);
 //! - per partition key, records are first delivered in put order, every delivery holds a key's records in order,
@@ -21,7 +22,9 @@ use batch_semantics::audit::{AuditStore, History};
 use batch_semantics::model::{Behaviour, Model, RecordingDestination, Style};
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
-use kcl_core::process::{Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RecordFilter, RetryPolicy};
+use kcl_core::process::{
+    CheckpointInterval, Checkpointing, OnExhausted, PartialRetry, ProcessingConfig, RecordFilter, RetryPolicy,
+};
 use kcl_core::retrieve::memory_stream::MemoryStream;
 use kcl_core::{ExtendedSequenceNumber, InitialPosition, Record, Worker};
 use proptest::prelude::*;
@@ -40,6 +43,8 @@ struct Case {
     max_attempts: Option<u32>,
     filter: bool,
     refuse_share: f64,
+    /// The framework's checkpoint interval (ignored with manual checkpointing): every N records and/or T ms.
+    checkpoint_every: (Option<u64>, Option<u64>),
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -48,13 +53,13 @@ fn case() -> impl Strategy<Value = Case> {
         (any::<u64>(), 0.0..0.4f64, 1u32..4, style, any::<bool>()),
         (1usize..=3, 40usize..=240, 1usize..=20, 1usize..=10, 1usize..=50),
         (prop_oneof![Just(0u64), Just(5u64)], any::<bool>(), any::<bool>(), prop::option::of(1u32..=4)),
-        (any::<bool>(), 0.0..0.5f64, 0.0..0.05f64),
+        (any::<bool>(), 0.0..0.5f64, 0.0..0.05f64, prop::option::of(1u64..=60), prop::option::of(1u64..=50)),
     )
         .prop_map(|(b, s, p, f)| {
             let (seed, fail_share, max_transient, style, manual) = b;
             let (shards, records, keys, parallelism, max_records) = s;
             let (window_ms, bisect, failed_only, max_attempts) = p;
-            let (filter, refuse_share, poison) = f;
+            let (filter, refuse_share, poison, every_records, every_ms) = f;
             Case {
                 behaviour: Behaviour {
                     seed,
@@ -76,6 +81,7 @@ fn case() -> impl Strategy<Value = Case> {
                 max_attempts,
                 filter,
                 refuse_share,
+                checkpoint_every: (every_records, every_ms),
             }
         })
 }
@@ -107,6 +113,15 @@ fn build_worker(
         } else {
             Checkpointing::AfterEachBatch
         });
+    let mut interval = CheckpointInterval::every_batch();
+    if let Some(records) = case.checkpoint_every.0 {
+        interval = interval.records(records);
+    }
+    if let Some(ms) = case.checkpoint_every.1 {
+        interval = interval.period(Duration::from_millis(ms));
+    }
+    let processing =
+        if case.behaviour.manual_checkpoint { processing } else { processing.checkpoint_interval(interval) };
     let mut builder = Worker::builder(stream.name().clone(), "app")
         .worker_id(worker_id)
         .record_source(Arc::new(stream.clone()))

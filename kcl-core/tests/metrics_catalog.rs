@@ -13,10 +13,15 @@ use std::time::Duration;
 
 use kcl_core::lease::coordinator::LeaseCoordinatorConfig;
 use kcl_core::lease::{LeaseStore, MemoryLeaseStore};
-use kcl_core::process::{FailedRecords, FailureDestination, OnExhausted, ProcessorError, RecordFilter, RetryPolicy};
+use kcl_core::process::{
+    CheckpointInterval, Checkpointing, FailedRecords, FailureDestination, OnExhausted, ProcessingConfig,
+    ProcessorError, RecordFilter, RetryPolicy,
+};
 use kcl_core::retrieve::memory_stream::{Fault, MemoryStream};
 use kcl_core::telemetry::{self as t, CATALOG};
-use kcl_core::{Batch, BatchResult, Checkpointer, InitialPosition, RecordProcessor, Worker, WorkerBuilder};
+use kcl_core::{
+    Batch, BatchResult, Checkpointer, ExtendedSequenceNumber, InitialPosition, RecordProcessor, Worker, WorkerBuilder,
+};
 use metrics::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, SharedString, Unit};
 
 // ---- a recorder that keeps every series ----
@@ -390,4 +395,76 @@ async fn an_unreadable_lease_is_counted_and_its_shard_waits() {
     shutdown.shutdown();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
     assert_eq!(seen.lock().unwrap().processed.len() as u64, readable);
+}
+
+/// Counts records and never checkpoints itself: the framework does (`Checkpointing::AfterEachBatch`).
+struct CountOnly(Arc<AtomicU64>);
+
+#[async_trait::async_trait]
+impl RecordProcessor for CountOnly {
+    async fn process_records(&mut self, batch: &Batch, _: &mut Checkpointer) -> BatchResult {
+        self.0.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The same 1,005 records in batches of at most 10, checkpointed by the framework after every batch and then every
+/// 100 records or 300 ms: `kcl_checkpoints_total` drops from one write per batch (≥ 100) to about one per 100
+/// records, and on the now quiet shard the period still writes the last record without a new batch or a shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_interval_writes_less_and_still_reaches_the_last_record() {
+    let m = recording();
+    let mut writes = Vec::new();
+    for (worker_id, interval) in [
+        ("every-batch-worker", CheckpointInterval::every_batch()),
+        ("interval-worker", CheckpointInterval::every_batch().records(100).period(Duration::from_millis(300))),
+    ] {
+        let stream = MemoryStream::new(worker_id, 1);
+        let mut last = None;
+        // 1,005: the last 5 records reach no count of 100, only the period writes them.
+        for i in 0..1005 {
+            last = Some(stream.put(format!("key-{}", i % 7), format!("r{i}")).unwrap().sequence_number);
+        }
+        let last = ExtendedSequenceNumber::sequence(last.unwrap());
+        let store = Arc::new(MemoryLeaseStore::new());
+        let processed = Arc::new(AtomicU64::new(0));
+        let counted = processed.clone();
+        let worker = Worker::builder(stream.name().clone(), "app")
+            .worker_id(worker_id)
+            .record_source(Arc::new(stream.clone()))
+            .shard_lister(Arc::new(stream.clone()))
+            .lease_store(store.clone())
+            .initial_position(InitialPosition::TrimHorizon)
+            .processing(
+                ProcessingConfig::default()
+                    .max_records(Some(10))
+                    .checkpointing(Checkpointing::AfterEachBatch)
+                    .checkpoint_interval(interval),
+            )
+            .processor_factory(move |_: &str| CountOnly(counted.clone()))
+            .build()
+            .unwrap();
+        let shutdown = worker.shutdown_handle();
+        let task = tokio::spawn(worker.run());
+        wait_for("every record to be processed", || processed.load(Ordering::Relaxed) >= 1005).await;
+        let shard = stream.open_shard_ids().remove(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stored = store.get_lease(&shard).await.unwrap().map(|lease| lease.checkpoint);
+            if stored.as_ref() == Some(&last) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{worker_id}: checkpoint stayed at {stored:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        writes.push(m.counter(t::CHECKPOINTS, &[("worker", worker_id), ("outcome", "ok")]));
+        shutdown.shutdown();
+        tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
+    }
+    println!(
+        "checkpoint writes for 1,005 records in batches of 10: every batch {}, every 100 records {}",
+        writes[0], writes[1]
+    );
+    assert!(writes[0] >= 100, "one write per batch of at most 10: {}", writes[0]);
+    assert!(writes[1] <= 20, "every 100 records (or 300 ms): {} writes", writes[1]);
 }

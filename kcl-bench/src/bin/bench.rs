@@ -30,6 +30,8 @@
 // The scenarios live in `bench/` next to this file (a crate root looks for modules beside itself).
 #[path = "bench/bare_loop.rs"]
 mod bare_loop;
+#[path = "bench/checkpoint_writes.rs"]
+mod checkpoint_writes;
 #[path = "bench/contender.rs"]
 mod contender;
 #[path = "bench/decode.rs"]
@@ -87,6 +89,8 @@ enum Scenario {
     Leases(leases::LeasesArgs),
     /// One worker holding 1,000 leases: RSS and CPU while idle and under load (in memory, no emulators).
     Scale(scale::ScaleArgs),
+    /// Checkpoint writes per million records, after every batch and at an interval (in memory, paused clock).
+    CheckpointWrites(checkpoint_writes::CheckpointWritesArgs),
     /// The kcl-rs consumer process of `e2e` (started by it).
     #[command(hide = true)]
     E2eConsume(e2e::ConsumeArgs),
@@ -108,6 +112,7 @@ async fn main() {
         Scenario::Decode(args) => decode::run(args).await,
         Scenario::Leases(args) => leases::run(args).await,
         Scenario::Scale(args) => scale::run(args).await,
+        Scenario::CheckpointWrites(args) => checkpoint_writes::run(args).await,
         Scenario::E2eConsume(args) => match e2e::consume(args, started).await {
             Ok(()) => return,
             Err(error) => {

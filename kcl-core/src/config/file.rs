@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::value::{Amount, Count, EpochSecs, Flag, Millis, Mode, Position, Secs, Text, scalar};
 use super::{Retrieval, WorkerConfig};
 use crate::lease::coordinator::{LeaseCoordinatorConfig, RenewalMode};
-use crate::process::{Checkpointing, OnExhausted, PartialRetry};
+use crate::process::{CheckpointInterval, Checkpointing, OnExhausted, PartialRetry};
 use crate::retrieve::GetRecordsPath;
 use crate::retrieve::fanout::FanOutConfig;
 use crate::types::InitialPosition;
@@ -42,6 +42,8 @@ pub(super) const KEYS: &[(&str, &[&str])] = &[
     ("batching_window_ms", &[]),
     ("parallelism", &[]),
     ("checkpointing", &[]),
+    ("checkpoint_every_records", &[]),
+    ("checkpoint_every_ms", &[]),
     ("max_attempts", &[]),
     ("max_record_age_secs", &[]),
     ("bisect_on_error", &[]),
@@ -109,6 +111,10 @@ pub(super) struct FileSettings {
     parallelism: Option<Count>,
     #[serde(default, deserialize_with = "scalar")]
     checkpointing: Option<Checkpointing>,
+    #[serde(default, deserialize_with = "scalar")]
+    checkpoint_every_records: Option<Count>,
+    #[serde(default, deserialize_with = "scalar")]
+    checkpoint_every_ms: Option<Millis>,
     #[serde(default, deserialize_with = "scalar")]
     max_attempts: Option<Count>,
     #[serde(default, deserialize_with = "scalar")]
@@ -189,6 +195,16 @@ impl FileSettings {
         }
         if let Some(checkpointing) = self.checkpointing {
             processing = processing.checkpointing(checkpointing);
+        }
+        if self.checkpoint_every_records.is_some() || self.checkpoint_every_ms.is_some() {
+            let mut interval = CheckpointInterval::every_batch();
+            if let Some(Count(n)) = self.checkpoint_every_records {
+                interval = interval.records(n as u64);
+            }
+            if let Some(Millis(period)) = self.checkpoint_every_ms {
+                interval = interval.period(period);
+            }
+            processing = processing.checkpoint_interval(interval);
         }
         config.processing = processing;
         let retry_given = self.max_attempts.is_some()

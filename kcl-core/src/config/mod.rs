@@ -39,6 +39,8 @@
 //! | — batching window | 0 (deliver at once) | `batching_window_ms` | Lambda `MaximumBatchingWindowInSeconds` |
 //! | — processors per shard | 1 | `parallelism` | Lambda `ParallelizationFactor` |
 //! | — who checkpoints | the processor | `checkpointing` (`manual`, `after_each_batch`) | — |
+//! | — framework checkpoint every N records | after every batch | `checkpoint_every_records` | none (application code in Java KCL) |
+//! | — framework checkpoint every T | after every batch | `checkpoint_every_ms` | none (application code in Java KCL) |
 //! | [`retry_policy`](WorkerConfig::retry_policy) | retry until success, never skip, with the backoff above | see the rows below | none (Java KCL skips failed batches) |
 //! | — calls per record | unlimited | `max_attempts` | Lambda `MaximumRetryAttempts` (+ 1) |
 //! | — maximum record age | unlimited | `max_record_age_secs` | Lambda `MaximumRecordAgeInSeconds` |

@@ -8,7 +8,7 @@ use super::load::snake_case;
 use super::{Retrieval, WorkerConfig};
 use crate::KclError;
 use crate::lease::coordinator::RenewalMode;
-use crate::process::{Checkpointing, OnExhausted, PartialRetry};
+use crate::process::{CheckpointInterval, Checkpointing, OnExhausted, PartialRetry};
 use crate::retrieve::{GetRecordsPath, WireFormat};
 use crate::types::InitialPosition;
 
@@ -83,6 +83,13 @@ fn each_key_parses_into_its_setting() {
             c.processing.batching_window == Duration::from_millis(250) && c.processing.parallelism == 4
         }),
         ("checkpointing = \"after_each_batch\"", |c| c.processing.checkpointing == Checkpointing::AfterEachBatch),
+        ("checkpointing = \"after_each_batch\"\ncheckpoint_every_records = 5000\ncheckpoint_every_ms = 30000", |c| {
+            c.processing.checkpoint_interval
+                == CheckpointInterval::every_batch().records(5000).period(Duration::from_secs(30))
+        }),
+        ("parallelism = 2\ncheckpoint_every_ms = 100", |c| {
+            c.processing.checkpoint_interval == CheckpointInterval::every_batch().period(Duration::from_millis(100))
+        }),
         ("max_attempts = 3\nbisect_on_error = true\nmax_record_age_secs = 60", |c| {
             let p = c.effective_retry_policy();
             p.max_attempts == Some(3) && p.bisect_on_error && p.max_record_age == Some(Duration::from_secs(60))
@@ -123,6 +130,8 @@ fn bad_input_is_refused_naming_the_key_and_the_form() {
         ("lease_duration_ms = 0", &[], &["lease_duration_ms", "positive"]),
         ("retry_base_ms = 500\nretry_cap_ms = 100", &[], &["retry_backoff"]),
         ("parallelism = 65", &[], &["parallelism"]),
+        ("checkpoint_every_records = 100", &[], &["checkpoint_every_records", "checkpoint_when_due"]),
+        ("parallelism = 2\ncheckpoint_every_ms = 0", &[], &["checkpoint_every_ms", "more than 0"]),
         ("worker_id = [1]", &[], &["worker_id", "non-empty text"]),
         ("not toml at all", &[], &["kcl.toml", "not valid TOML"]),
         ("", &[("KCL_LEASE_DURATION_MS", "soon")], &["KCL_LEASE_DURATION_MS", "whole number of milliseconds"]),

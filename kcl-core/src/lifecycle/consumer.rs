@@ -215,6 +215,7 @@ impl ShardConsumer {
             destination: cfg.failure_destination.clone(),
             watermark: watermark.clone(),
             auto_checkpoint: cfg.processing.auto_checkpoint(),
+            checkpoint_interval: cfg.processing.checkpoint_interval,
             single: processors.len() == 1,
         });
         let mut lanes = Lanes::start(processors, &checkpointer, shared, &cfg.processing, stop);

@@ -11,12 +11,15 @@ use std::time::SystemTime;
 use futures::FutureExt;
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
 
 use super::retry::panic_message;
 use super::stop::StopSignal;
 use super::watermark::Watermark;
 use crate::process::failure::{FailedRecords, FailureDestination, FailureReason};
-use crate::process::{Batch, Checkpointer, OnExhausted, PartialRetry, RecordProcessor, RetryPolicy};
+use crate::process::{
+    Batch, CheckpointInterval, Checkpointer, OnExhausted, PartialRetry, RecordProcessor, RetryPolicy,
+};
 use crate::retrieve::Backoff;
 use crate::telemetry;
 use crate::types::{ExtendedSequenceNumber, Record};
@@ -28,8 +31,9 @@ pub(crate) struct LaneShared {
     pub(crate) policy: RetryPolicy,
     pub(crate) destination: Option<Arc<dyn FailureDestination>>,
     pub(crate) watermark: Arc<Mutex<Watermark>>,
-    /// The framework checkpoints the watermark after each delivery.
+    /// The framework checkpoints the watermark after deliveries, when `checkpoint_interval` says it is due.
     pub(crate) auto_checkpoint: bool,
+    pub(crate) checkpoint_interval: CheckpointInterval,
     /// One lane only: the processor may checkpoint inside the batch it is given (Java KCL's model).
     pub(crate) single: bool,
 }
@@ -71,6 +75,8 @@ pub(crate) struct Lane<P> {
     shared: Arc<LaneShared>,
     backoff: Backoff,
     metrics: LaneMetrics,
+    /// Records this lane completed since it last reported them to the checkpointer's interval count.
+    completed: u64,
 }
 
 /// The handles bumped on every call, registered once per lane so the hot path allocates no labels.
@@ -99,7 +105,7 @@ impl<P: RecordProcessor> Lane<P> {
     pub(crate) fn new(processor: P, checkpointer: Checkpointer, shared: Arc<LaneShared>) -> Self {
         let backoff = Backoff::new(shared.policy.backoff_base, shared.policy.backoff_cap);
         let metrics = LaneMetrics::new(&shared);
-        Self { processor, checkpointer, shared, backoff, metrics }
+        Self { processor, checkpointer, shared, backoff, metrics, completed: 0 }
     }
 
     /// Processes deliveries until the input closes (`Ok`) or the lane halts.
@@ -109,7 +115,21 @@ impl<P: RecordProcessor> Lane<P> {
         mut stop: StopSignal,
     ) -> (Self, Result<(), LaneHalt>) {
         let in_flight = metrics::gauge!(telemetry::BATCHES_IN_FLIGHT, "stream" => self.shared.stream.to_string());
-        while let Some(delivery) = input.recv().await {
+        loop {
+            // With a checkpoint period, records completed but not yet written are written when it runs out, even
+            // when no further delivery comes (a quiet shard). `recv` is cancel-safe: nothing is lost to the race.
+            let flush_at = match self.shared.auto_checkpoint {
+                true => self.checkpointer.due_by_time(self.shared.checkpoint_interval).await,
+                false => None,
+            };
+            let delivery = tokio::select! {
+                delivery = input.recv() => delivery,
+                () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
+                    self.checkpoint_watermark_when_due().await;
+                    continue;
+                }
+            };
+            let Some(delivery) = delivery else { break };
             let result =
                 if stop.current().is_some() { Err(LaneHalt::Stopped) } else { self.deliver(delivery, &mut stop).await };
             in_flight.decrement(1.0);
@@ -216,7 +236,7 @@ impl<P: RecordProcessor> Lane<P> {
             }
         }
         if self.shared.auto_checkpoint {
-            self.checkpoint_watermark().await;
+            self.checkpoint_watermark_when_due().await;
         }
         Ok(())
     }
@@ -325,6 +345,7 @@ impl<P: RecordProcessor> Lane<P> {
         if indices.is_empty() {
             return;
         }
+        self.completed += indices.len() as u64;
         if let Ok(mut watermark) = self.shared.watermark.lock() {
             for &index in indices {
                 watermark.complete(index);
@@ -412,7 +433,7 @@ impl<P: RecordProcessor> Lane<P> {
             .increment(failed.records.len() as u64);
         self.complete(&item.indices, &[]);
         if self.shared.auto_checkpoint {
-            self.checkpoint_watermark().await;
+            self.checkpoint_watermark_when_due().await;
         }
         Ok(())
     }
@@ -422,8 +443,19 @@ impl<P: RecordProcessor> Lane<P> {
         self.checkpointer.permit_only(self.mark());
     }
 
-    /// Writes the watermark as the checkpoint (auto checkpointing). Failures are logged: the next delivery
-    /// retries, and a lost lease stops the consumer anyway.
+    /// Writes the watermark as the checkpoint when the checkpoint interval says it is due (auto checkpointing).
+    /// Failures are logged: the next interval retries, and a lost lease stops the consumer anyway.
+    async fn checkpoint_watermark_when_due(&mut self) {
+        self.checkpointer.permit_only(self.mark());
+        let completed = std::mem::take(&mut self.completed);
+        let interval = self.shared.checkpoint_interval;
+        if let Err(error) = self.checkpointer.checkpoint_when_due(interval, completed as usize).await {
+            tracing::warn!(%error, "could not checkpoint the watermark");
+        }
+    }
+
+    /// Writes the watermark as the checkpoint now (auto checkpointing at a graceful stop). Failures are logged: a
+    /// lost lease stops the consumer anyway.
     pub(crate) async fn checkpoint_watermark(&mut self) {
         self.checkpointer.permit_only(self.mark());
         if let Err(error) = self.checkpointer.checkpoint().await {

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use tokio::time::Instant;
+
+use super::interval::CheckpointInterval;
 use crate::error::KclError;
 use crate::types::{ExtendedSequenceNumber, Record};
 
@@ -80,7 +83,17 @@ pub struct Checkpointer {
     last_checkpoint: ExtendedSequenceNumber,
     /// The checkpoint as last written through any handle of this shard (concurrent processors of one shard share
     /// it); writes hold the lock so they reach the store in order and never move the checkpoint back.
-    shared: Arc<tokio::sync::Mutex<ExtendedSequenceNumber>>,
+    shared: Arc<tokio::sync::Mutex<ShardCheckpoint>>,
+}
+
+/// What every handle of one shard's checkpoint shares.
+#[derive(Debug)]
+struct ShardCheckpoint {
+    position: ExtendedSequenceNumber,
+    /// Records reported processed ([`Checkpointer::checkpoint_when_due`]) since the last write.
+    processed: u64,
+    /// When the last write (or the start) was.
+    written_at: Instant,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -97,7 +110,11 @@ impl Checkpointer {
     /// A checkpointer for `lease_key` whose stored checkpoint is `current`. Frameworks and tests create these;
     /// processors only use them.
     pub fn new(lease_key: impl Into<Arc<str>>, sink: Arc<dyn CheckpointSink>, current: ExtendedSequenceNumber) -> Self {
-        let shared = Arc::new(tokio::sync::Mutex::new(current.clone()));
+        let shared = Arc::new(tokio::sync::Mutex::new(ShardCheckpoint {
+            position: current.clone(),
+            processed: 0,
+            written_at: Instant::now(),
+        }));
         Self { lease_key: lease_key.into(), sink, largest_permitted: None, last_checkpoint: current, shared }
     }
 
@@ -157,6 +174,53 @@ impl Checkpointer {
         }
     }
 
+    /// Counts `processed` more records as done and, when `interval` says a checkpoint is due (counted and timed since
+    /// the last write through any handle of this shard), checkpoints everything delivered so far, as
+    /// [`checkpoint`](Self::checkpoint) does. Returns whether it was due.
+    ///
+    /// For processors that checkpoint themselves: call it at the end of `process_records` with the batch's size, and
+    /// still [`checkpoint`](Self::checkpoint) in `shutdown_requested`. On a quiet shard the last records stay
+    /// unwritten until the next batch (or the shutdown): a crash redelivers them, nothing is skipped.
+    ///
+    /// ```
+    /// # async fn example(checkpointer: &mut kcl_core::Checkpointer, batch: &kcl_core::Batch) -> Result<(), kcl_core::KclError> {
+    /// use std::time::Duration;
+    /// use kcl_core::process::CheckpointInterval;
+    ///
+    /// let interval = CheckpointInterval::every_batch().records(10_000).period(Duration::from_secs(60));
+    /// checkpointer.checkpoint_when_due(interval, batch.records.len()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn checkpoint_when_due(
+        &mut self,
+        interval: CheckpointInterval,
+        processed: usize,
+    ) -> Result<bool, KclError> {
+        let due = {
+            let mut shared = self.shared.lock().await;
+            shared.processed = shared.processed.saturating_add(processed as u64);
+            interval.is_due(shared.processed, shared.written_at.elapsed())
+        };
+        if !due {
+            return Ok(false);
+        }
+        let written = self.checkpoint().await;
+        // Also when nothing new could be written (the delivered position was already stored) or the write failed:
+        // the next try comes with the next interval, not at once (a failing store is not hammered; a lost lease
+        // stops the shard anyway).
+        let mut shared = self.shared.lock().await;
+        shared.processed = 0;
+        shared.written_at = Instant::now();
+        written.map(|()| true)
+    }
+
+    /// When `interval`'s period runs out with records processed but not written (None: nothing waits, or no period).
+    pub(crate) async fn due_by_time(&self, interval: CheckpointInterval) -> Option<Instant> {
+        let period = interval.period_limit()?;
+        let shared = self.shared.lock().await;
+        (shared.processed > 0).then(|| shared.written_at + period)
+    }
+
     /// Checkpoints at `record`: it and every record before it in the shard are processed.
     pub async fn checkpoint_record(&mut self, record: &Record) -> Result<(), KclError> {
         self.checkpoint_at(record.extended_sequence_number()).await
@@ -214,13 +278,15 @@ impl Checkpointer {
             return Ok(());
         }
         let mut shared = self.shared.lock().await;
-        if position <= *shared {
+        if position <= shared.position {
             // Another processor of this shard already checkpointed at or beyond it.
-            self.last_checkpoint = shared.clone();
+            self.last_checkpoint = shared.position.clone();
             return Ok(());
         }
         self.sink.checkpoint(&self.lease_key, &position).await?;
-        *shared = position.clone();
+        shared.position = position.clone();
+        shared.processed = 0;
+        shared.written_at = Instant::now();
         self.last_checkpoint = position;
         Ok(())
     }

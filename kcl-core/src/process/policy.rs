@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::interval::CheckpointInterval;
+
 /// What happens to records whose retries ran out (attempts used up, or older than the maximum age).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnExhausted {
@@ -167,6 +169,7 @@ pub enum Checkpointing {
 /// | [`batching_window`](Self::batching_window) | 0 (deliver at once) | — / `MaximumBatchingWindowInSeconds` |
 /// | [`parallelism`](Self::parallelism) | 1 | — / `ParallelizationFactor` |
 /// | [`checkpointing`](Self::checkpointing) | [`Checkpointing::Manual`] | processor checkpoints / automatic |
+/// | [`checkpoint_interval`](Self::checkpoint_interval) | after every batch | application code / every batch |
 ///
 /// Batches of at most 500 records or 1 MiB, filled for up to 200 ms on a quiet stream, processed by 4 processors
 /// per shard (records of one partition key stay in order), checkpointed by the framework after each batch:
@@ -192,6 +195,7 @@ pub struct ProcessingConfig {
     pub(crate) batching_window: Duration,
     pub(crate) parallelism: usize,
     pub(crate) checkpointing: Checkpointing,
+    pub(crate) checkpoint_interval: CheckpointInterval,
 }
 
 impl Default for ProcessingConfig {
@@ -202,6 +206,7 @@ impl Default for ProcessingConfig {
             batching_window: Duration::ZERO,
             parallelism: 1,
             checkpointing: Checkpointing::Manual,
+            checkpoint_interval: CheckpointInterval::every_batch(),
         }
     }
 }
@@ -241,7 +246,24 @@ impl ProcessingConfig {
         self
     }
 
+    /// How often the framework's checkpoints are written when it checkpoints (parallelism above 1 or
+    /// [`Checkpointing::AfterEachBatch`]): after every batch (the default), or every N records and/or T per shard.
+    /// The checkpoints at shard end, graceful shutdown and hand-over are always written. A processor that
+    /// checkpoints itself passes an interval to
+    /// [`Checkpointer::checkpoint_when_due`](super::Checkpointer::checkpoint_when_due) instead.
+    pub fn checkpoint_interval(mut self, interval: CheckpointInterval) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), String> {
+        self.checkpoint_interval.validate()?;
+        if !self.checkpoint_interval.is_every_batch() && !self.auto_checkpoint() {
+            return Err("ProcessingConfig::checkpoint_interval (checkpoint_every_records, checkpoint_every_ms) applies to the framework's checkpoints \
+                        (Checkpointing::AfterEachBatch or parallelism above 1); a processor that checkpoints itself \
+                        passes the interval to Checkpointer::checkpoint_when_due"
+                .to_owned());
+        }
         if !(1..=64).contains(&self.parallelism) {
             return Err(format!("ProcessingConfig::parallelism must be 1..=64, got {}", self.parallelism));
         }
