@@ -100,7 +100,8 @@ pub enum Command {
         /// The Java KCL lease table to read (its application name).
         #[arg(long, value_name = "TABLE")]
         from: String,
-        /// Update leases that already exist in --table (by default they are skipped).
+        /// Update leases that already exist in --table (by default they are skipped): their checkpoint is rewritten, or
+        /// the whole lease replaced when its parents or hash range differ from the source's.
         #[arg(long)]
         overwrite: bool,
         /// With --overwrite: also update leases a worker owns in --table (it stops processing them).

@@ -8,8 +8,9 @@
 //! * A lease missing from the target is created (`create_lease_if_not_exists`).
 //! * A lease present in the target is skipped, unless `--overwrite`: then its checkpoint (and pending checkpoint and
 //!   children) are rewritten through the fenced take / checkpoint / release sequence (see `reset.rs`). A target
-//!   lease owned by a worker is skipped unless `--force`, and one whose parents or hash range differ from the
-//!   source's is always skipped: it is another shard with the same id (a stream deleted and created again).
+//!   lease whose parents or hash range differ from the source's (no lease write changes those) is **replaced**: a
+//!   take fenced on the counter as read, a delete, and a create of the source's copy. A target lease owned by a
+//!   worker is skipped unless `--force` (one left owned by an interrupted kcl-admin run is not).
 //!
 //! The target table is created when missing, as a worker would create it.
 
@@ -19,7 +20,7 @@ use serde::Serialize;
 use crate::connect::Aws;
 use crate::error::{AdminError, EXIT_FAILED};
 use crate::output::{Report, Table, list, position};
-use crate::reset::{Extras, rewrite};
+use crate::reset::{Extras, admin_owner, is_admin_owner, rewrite};
 
 /// A lease written to the target (or that would be, with `--dry-run`).
 #[derive(Serialize, Debug)]
@@ -172,23 +173,27 @@ async fn overwrite(
         ids.sort();
         ids
     };
-    if sorted(&source.parent_shard_ids) != sorted(&current.parent_shard_ids)
-        || matches!((source.hash_key_range, current.hash_key_range), (Some(a), Some(b)) if a != b)
+    if let (Some(owner), false) = (&current.lease_owner, force)
+        && !is_admin_owner(owner)
     {
-        return Err(Skip(
-            "the target lease has other parents or another hash key range: it is another shard with the same id; \
-             delete it first if the source is right"
-                .to_owned(),
-        ));
-    }
-    if let (Some(owner), false) = (&current.lease_owner, force) {
         return Err(Skip(format!(
             "owned by worker `{owner}` in the target (stop the application, or pass --force to take it)"
         )));
     }
+    // Parents and hash range never change on a lease (no store operation writes them), so a target lease that
+    // disagrees with the source is replaced whole: the source describes the shard as the source fleet knew it.
+    let replace = sorted(&source.parent_shard_ids) != sorted(&current.parent_shard_ids)
+        || matches!((source.hash_key_range, current.hash_key_range), (Some(a), Some(b)) if a != b);
+    let action = if replace { "replaced" } else { "overwritten" };
     let Some(store) = store.filter(|_| !dry_run) else {
-        return Ok("overwritten");
+        return Ok(action);
     };
+    if replace {
+        return match replace_lease(store, current, &unowned_copy(source)).await {
+            Ok(()) => Ok(action),
+            Err(error) => Err(Fail(error)),
+        };
+    }
     let children = (!source.child_shard_ids.is_empty()
         && sorted(&source.child_shard_ids) != sorted(&current.child_shard_ids))
     .then(|| source.child_shard_ids.clone());
@@ -197,8 +202,30 @@ async fn overwrite(
         child_shard_ids: children,
     };
     match rewrite(store, current, &source.checkpoint, extras).await {
-        Ok(_) => Ok("overwritten"),
+        Ok(_) => Ok(action),
         Err(error) => Err(Fail(error.to_string())),
+    }
+}
+
+/// Replaces `current` (as read) by `replacement`: a take fenced on the counter as read (so no worker holds it, and
+/// a worker that renewed or checkpointed meanwhile makes it fail), then delete and create. Interrupted after the
+/// delete, the lease is missing: running the import again creates it (a worker's shard sync could create it first,
+/// from the stream, at the application's initial position: stop the application for an import that replaces).
+async fn replace_lease(store: &impl LeaseStore, current: &Lease, replacement: &Lease) -> Result<(), String> {
+    let key = current.lease_key.as_str();
+    let written = |e| AdminError::from_write(key, e).to_string();
+    store.take_lease(key, current.lease_counter, &admin_owner()).await.map_err(written)?;
+    store.delete_lease(key).await.map_err(written)?;
+    match store.create_lease_if_not_exists(replacement).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "`{key}` was deleted to be replaced, then created by someone else (a worker's shard sync?) before the \
+             import could: check its checkpoint, or stop the application and run the import again"
+        )),
+        Err(error) => Err(format!(
+            "`{key}` was deleted to be replaced but could not be created again ({error}): run the import again, it \
+             creates missing leases"
+        )),
     }
 }
 

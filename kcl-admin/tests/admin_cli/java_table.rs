@@ -1,6 +1,6 @@
 //! The `import` scenario: a lease table written item by item in Java KCL's schema (as `DynamoDBLeaseSerializer`
 //! writes it, including attributes kcl-rs does not model), adopted into a new kcl-rs table, then imported again
-//! with and without `--overwrite` / `--force`.
+//! with and without `--overwrite` / `--force`, and once more after the source's parents changed (the lease is replaced).
 
 use std::collections::HashMap;
 
@@ -202,6 +202,31 @@ pub async fn import_scenario() {
         (shard2.checkpoint, shard2.pending_checkpoint),
         (ExtendedSequenceNumber::TrimHorizon, Some(seq(PENDING, 0)))
     );
+
+    // The source now says shard 0 has a parent (as after a stream was deleted and created again): parents never
+    // change on a lease, so --overwrite replaces the target lease whole, fenced on its counter.
+    let mut parents = HashMap::new();
+    parents.insert(":p".to_owned(), ss(&["shardId-000000000009"]));
+    dynamodb
+        .update_item()
+        .table_name(&java)
+        .key("leaseKey", s("shardId-000000000000"))
+        .update_expression("SET parentShardId = :p")
+        .set_expression_attribute_values(Some(parents))
+        .send()
+        .await
+        .unwrap();
+    let dry = import(&["--overwrite", "--dry-run"]).await.json();
+    assert_eq!(find(&dry["adopted"], "lease_key", "shardId-000000000000")["action"], "replaced");
+    assert_eq!(lease("shardId-000000000000").await.parent_shard_ids, Vec::<String>::new(), "dry run wrote");
+    let replaced = import(&["--overwrite"]).await.json();
+    assert_eq!(find(&replaced["adopted"], "lease_key", "shardId-000000000000")["action"], "replaced", "{replaced:#}");
+    assert_eq!(replaced["failed"].as_array().unwrap().len(), 0, "{replaced:#}");
+    let shard0 = lease("shardId-000000000000").await;
+    assert_eq!(shard0.parent_shard_ids, ["shardId-000000000009"]);
+    assert_eq!(shard0.hash_key_range, Some(lower_half()));
+    assert_eq!(shard0.checkpoint, seq(NEW_CHECKPOINT, 0));
+    assert_eq!((shard0.lease_owner.as_deref(), shard0.lease_counter), (None, 0), "replaced unowned at counter 0");
     for table in [&java, &target] {
         dynamodb.delete_table().table_name(table).send().await.expect("DeleteTable");
     }
