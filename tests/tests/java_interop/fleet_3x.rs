@@ -21,7 +21,16 @@ use crate::common::{JAVA_START, Setup};
 async fn kcl_rs_refuses_to_join_a_java_3x_fleet() {
     let mut setup = Setup::new("fleet3x", 4).await;
     let producer = Producer::start(setup.kinesis.clone(), &setup.stream, 20, 20, 0x3f);
-    let java: Vec<usize> = ["j0", "j1"].iter().map(|id| setup.fleet.start(Kind::Java3, id, &[]).unwrap()).collect();
+    // Java KCL 3.x workers started together race to create the lease table's owner index; on DynamoDB Local the
+    // loser's lease coordinator fails to initialise ("Index is being created") and the fleet's leader then assigns
+    // no lease at all (CI saw 0 deliveries in 120 s). The second worker starts once the index is active, as an
+    // operator rolling out a fleet would see it.
+    let j0 = setup.fleet.start(Kind::Java3, "j0", &[]).unwrap();
+    if let Err(e) = wait_for_owner_index(&setup.dynamodb, &setup.app, JAVA_START).await {
+        let log = setup.fleet.log(j0);
+        setup.fail(&format!("Java 3.x worker j0: {e}\n{log}"));
+    }
+    let java = vec![j0, setup.fleet.start(Kind::Java3, "j1", &[]).unwrap()];
     if let Err(e) = wait_deliveries(&setup.fleet, 40, JAVA_START).await {
         let log = setup.fleet.log(java[0]);
         setup.fail(&format!("Java 3.x fleet: {e}\n{log}"));
@@ -68,6 +77,33 @@ async fn kcl_rs_refuses_to_join_a_java_3x_fleet() {
         history.journal.iter().any(|e| e.worker == "r0" && !matches!(e.event, Event::Start | Event::Exit { .. }));
     assert!(!r0_acted, "kcl-rs started a processor or wrote to the lease table of a 3.x fleet");
     setup.assert_passed(&judged);
+}
+
+/// Waits until the lease table `table` has KCL 3.x's `LeaseOwnerToLeaseKeyIndex`, active.
+async fn wait_for_owner_index(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let active = match dynamodb.describe_table().table_name(table).send().await {
+            Ok(described) => described.table().is_some_and(|t| {
+                t.global_secondary_indexes().iter().any(|index| {
+                    index.index_name() == Some("LeaseOwnerToLeaseKeyIndex")
+                        && index.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
+                })
+            }),
+            Err(_) => false,
+        };
+        if active {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("no active LeaseOwnerToLeaseKeyIndex on `{table}` after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn coordinator_state_table(dynamodb: &aws_sdk_dynamodb::Client, table: &str, cv: &str) {
