@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::connect::Aws;
 use crate::error::{AdminError, EXIT_FAILED};
 use crate::output::{Report, Table, list, position};
-use crate::reset::{Extras, admin_owner, is_admin_owner, rewrite};
+use crate::reset::{Extras, admin_owner, give_back, is_admin_owner, rewrite};
 
 /// A lease written to the target (or that would be, with `--dry-run`).
 #[derive(Serialize, Debug)]
@@ -211,11 +211,15 @@ async fn overwrite(
 /// a worker that renewed or checkpointed meanwhile makes it fail), then delete and create. Interrupted after the
 /// delete, the lease is missing: running the import again creates it (a worker's shard sync could create it first,
 /// from the stream, at the application's initial position: stop the application for an import that replaces).
-async fn replace_lease(store: &impl LeaseStore, current: &Lease, replacement: &Lease) -> Result<(), String> {
+async fn replace_lease(store: &dyn LeaseStore, current: &Lease, replacement: &Lease) -> Result<(), String> {
     let key = current.lease_key.as_str();
     let written = |e| AdminError::from_write(key, e).to_string();
-    store.take_lease(key, current.lease_counter, &admin_owner()).await.map_err(written)?;
-    store.delete_lease(key).await.map_err(written)?;
+    let owner = admin_owner();
+    store.take_lease(key, current.lease_counter, &owner).await.map_err(written)?;
+    if let Err(error) = store.delete_lease(key).await {
+        give_back(store, key, &owner).await;
+        return Err(written(error));
+    }
     match store.create_lease_if_not_exists(replacement).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(format!(

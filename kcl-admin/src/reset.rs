@@ -79,7 +79,7 @@ pub async fn rewrite(
 }
 
 /// After a failed rewrite: releases the lease if kcl-admin still holds it (a write's outcome may be unknown).
-async fn give_back(store: &dyn LeaseStore, key: &str, owner: &str) {
+pub(crate) async fn give_back(store: &dyn LeaseStore, key: &str, owner: &str) {
     let released = match store.get_lease(key).await {
         Ok(Some(lease)) if lease.lease_owner.as_deref() == Some(owner) => match lease.fence() {
             Some(fence) => store.release_lease(&fence).await.is_ok(),

@@ -107,6 +107,25 @@ async fn java_table(dynamodb: &aws_sdk_dynamodb::Client) -> String {
     table
 }
 
+/// Changes shard 0's item in the Java table as its application would.
+async fn update_java_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    expression: &str,
+    values: &[(&str, AttributeValue)],
+) {
+    let values: HashMap<String, AttributeValue> = values.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+    dynamodb
+        .update_item()
+        .table_name(table)
+        .key("leaseKey", s("shardId-000000000000"))
+        .update_expression(expression)
+        .set_expression_attribute_values(Some(values))
+        .send()
+        .await
+        .unwrap();
+}
+
 fn seq(text: &str, sub: u64) -> ExtendedSequenceNumber {
     ExtendedSequenceNumber::with_sub(SequenceNumber::parse(text).unwrap(), sub)
 }
@@ -161,18 +180,13 @@ pub async fn import_scenario() {
     assert_eq!(shard2.pending_checkpoint_state.as_deref(), Some(b"java-state".as_slice()));
 
     // The Java application moves on; a rust worker owns shard 2 in the target.
-    let mut update = HashMap::new();
-    update.insert(":cp".to_owned(), AttributeValue::S(NEW_CHECKPOINT.to_owned()));
-    update.insert(":sub".to_owned(), n(0));
-    dynamodb
-        .update_item()
-        .table_name(&java)
-        .key("leaseKey", s("shardId-000000000000"))
-        .update_expression("SET checkpoint = :cp, checkpointSubSequenceNumber = :sub")
-        .set_expression_attribute_values(Some(update))
-        .send()
-        .await
-        .unwrap();
+    update_java_item(
+        &dynamodb,
+        &java,
+        "SET checkpoint = :cp, checkpointSubSequenceNumber = :sub",
+        &[(":cp", s(NEW_CHECKPOINT)), (":sub", n(0))],
+    )
+    .await;
     store.take_lease("shardId-000000000002", shard2.lease_counter, "rust-worker").await.unwrap();
 
     let again = import(&[]).await.json();
@@ -205,17 +219,7 @@ pub async fn import_scenario() {
 
     // The source now says shard 0 has a parent (as after a stream was deleted and created again): parents never
     // change on a lease, so --overwrite replaces the target lease whole, fenced on its counter.
-    let mut parents = HashMap::new();
-    parents.insert(":p".to_owned(), ss(&["shardId-000000000009"]));
-    dynamodb
-        .update_item()
-        .table_name(&java)
-        .key("leaseKey", s("shardId-000000000000"))
-        .update_expression("SET parentShardId = :p")
-        .set_expression_attribute_values(Some(parents))
-        .send()
-        .await
-        .unwrap();
+    update_java_item(&dynamodb, &java, "SET parentShardId = :p", &[(":p", ss(&["shardId-000000000009"]))]).await;
     let dry = import(&["--overwrite", "--dry-run"]).await.json();
     assert_eq!(find(&dry["adopted"], "lease_key", "shardId-000000000000")["action"], "replaced");
     assert_eq!(lease("shardId-000000000000").await.parent_shard_ids, Vec::<String>::new(), "dry run wrote");

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType};
-use kcl_dynamo_lease::{COORDINATOR_STATE_TABLE_SUFFIX, DynamoLeaseError, DynamoLeaseStore};
+use kcl_dynamo_lease::{COORDINATOR_STATE_TABLE_SUFFIX, DynamoLeaseError, DynamoLeaseStore, LEASE_OWNER_INDEX_NAME};
 use kcl_tests::interop::{Kind, Producer, judge, lease_owners, wait_all_delivered, wait_deliveries};
 use kcl_tests::verify::Event;
 use kcl_tests::{emulators, unique_name};
@@ -90,7 +90,7 @@ async fn wait_for_owner_index(
         let active = match dynamodb.describe_table().table_name(table).send().await {
             Ok(described) => described.table().is_some_and(|t| {
                 t.global_secondary_indexes().iter().any(|index| {
-                    index.index_name() == Some("LeaseOwnerToLeaseKeyIndex")
+                    index.index_name() == Some(LEASE_OWNER_INDEX_NAME)
                         && index.index_status() == Some(&aws_sdk_dynamodb::types::IndexStatus::Active)
                 })
             }),

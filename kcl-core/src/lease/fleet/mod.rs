@@ -59,8 +59,9 @@ pub struct Handover {
     pub stopped_at: Instant,
     /// From the stop request until every one of them had started elsewhere.
     pub took: Duration,
-    /// Those the stopped worker handed over itself (its coordinator reported `Lost { HandedOff }`: its write gave
-    /// the lease to a live worker), as opposed to leaving them to be taken once expired.
+    /// Those of `leaving`, in its order, that the stopped worker handed over itself during the stop (its coordinator
+    /// reported `Lost { HandedOff }`: its write gave the lease to a live worker), as opposed to leaving them to be
+    /// taken once expired.
     pub handed_off: Vec<String>,
 }
 
@@ -191,12 +192,14 @@ impl<S: LeaseStore + 'static> Fleet<S> {
         let leaving: Vec<String> = self.handle(id).held_leases().into_iter().map(|l| l.lease_key).collect();
         let stopped_at = Instant::now();
         let processing = self.workers.get(id).expect("known worker").processing.clone();
+        // Only this stop's losses: the worker may have handed a lease over and taken it back while converging.
+        let lost_before = processing.lost().len();
         self.stop(id).await;
-        let handed_off = processing
-            .lost()
-            .into_iter()
-            .filter(|(lease, reason)| *reason == LostReason::HandedOff && leaving.contains(lease))
-            .map(|(lease, _)| lease)
+        let lost = processing.lost().split_off(lost_before);
+        let handed_off = leaving
+            .iter()
+            .filter(|&lease| lost.iter().any(|(key, reason)| key == lease && *reason == LostReason::HandedOff))
+            .cloned()
             .collect();
         let took = self
             .wait_for(timeout, "graceful handoff", async |f| {
