@@ -188,6 +188,15 @@ impl Fleet {
         std::fs::read_to_string(self.spec.dir.join(name)).unwrap_or_default()
     }
 
+    /// The last `lines` lines of process `n`'s log, for failure messages: CI truncates long output from the top.
+    pub fn log_tail(&self, n: usize, lines: usize) -> String {
+        let log = self.log(n);
+        let all: Vec<&str> = log.lines().collect();
+        let skipped = all.len().saturating_sub(lines);
+        let tail = all[skipped..].join("\n");
+        if skipped == 0 { tail } else { format!("[{skipped} earlier lines of {} not shown]\n{tail}", self.procs[n].id) }
+    }
+
     /// Stops every running process gracefully; the exit codes by worker id.
     pub async fn stop_all(&mut self) -> Vec<(String, Option<i32>)> {
         let mut exits = Vec::new();

@@ -27,12 +27,12 @@ async fn kcl_rs_refuses_to_join_a_java_3x_fleet() {
     // operator rolling out a fleet would see it.
     let j0 = setup.fleet.start(Kind::Java3, "j0", &[]).unwrap();
     if let Err(e) = wait_for_owner_index(&setup.dynamodb, &setup.app, JAVA_START).await {
-        let log = setup.fleet.log(j0);
+        let log = setup.fleet.log_tail(j0, 80);
         setup.fail(&format!("Java 3.x worker j0: {e}\n{log}"));
     }
     let java = vec![j0, setup.fleet.start(Kind::Java3, "j1", &[]).unwrap()];
     if let Err(e) = wait_deliveries(&setup.fleet, 40, JAVA_START).await {
-        let log = setup.fleet.log(java[0]);
+        let log = setup.fleet.log_tail(java[0], 80);
         setup.fail(&format!("Java 3.x fleet: {e}\n{log}"));
     }
 
@@ -56,7 +56,7 @@ async fn kcl_rs_refuses_to_join_a_java_3x_fleet() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let log = setup.fleet.log(rust);
+    let log = setup.fleet.log_tail(rust, 80);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("CLIENT_VERSION_CONFIG_COMPATIBLE_WITH_2X"), "the error names the Java setting:\n{log}");
 
@@ -66,7 +66,7 @@ async fn kcl_rs_refuses_to_join_a_java_3x_fleet() {
         setup.fail(&format!("Java 3.x fleet after the kcl-rs attempt: {e}"));
     }
     for n in java {
-        assert_eq!(setup.fleet.term(n).await, Some(0), "Java worker's graceful stop\n{}", setup.fleet.log(n));
+        assert_eq!(setup.fleet.term(n).await, Some(0), "Java worker's graceful stop\n{}", setup.fleet.log_tail(n, 80));
     }
     let owners = lease_owners(&setup.dynamodb, &setup.app).await.unwrap();
     assert!(owners.values().all(|o| o.as_deref() != Some("r0")), "kcl-rs owns a lease of a 3.x fleet: {owners:?}");

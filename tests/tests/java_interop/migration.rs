@@ -25,12 +25,12 @@ async fn migrate(
     let producer = Producer::start(setup.kinesis.clone(), &setup.stream, RATE, aggregate_percent, 0x13);
     let a = setup.fleet.start(first.0, "a", first.1).unwrap();
     if let Err(e) = wait_deliveries(&setup.fleet, 120, JAVA_START).await {
-        let log = setup.fleet.log(a);
+        let log = setup.fleet.log_tail(a, 80);
         setup.fail(&format!("first fleet ({:?}): {e}\nits log:\n{log}", first.0));
     }
     let code = setup.fleet.term(a).await;
     if code != Some(0) {
-        let log = setup.fleet.log(a);
+        let log = setup.fleet.log_tail(a, 80);
         setup.fail(&format!("first fleet ({:?}) exited with {code:?}\n{log}", first.0));
     }
     let handed_over: Vec<(String, ExtendedSequenceNumber)> =
@@ -40,11 +40,11 @@ async fn migrate(
     tokio::time::sleep(Duration::from_secs(8)).await;
     let puts = producer.stop().await.unwrap();
     if let Err(e) = wait_all_delivered(&setup.fleet, &puts, JAVA_START).await {
-        let log = setup.fleet.log(b);
+        let log = setup.fleet.log_tail(b, 80);
         setup.fail(&format!("second fleet ({:?}): {e}\nits log:\n{log}", second.0));
     }
     let code = setup.fleet.term(b).await;
-    assert_eq!(code, Some(0), "second fleet's exit\n{}", setup.fleet.log(b));
+    assert_eq!(code, Some(0), "second fleet's exit\n{}", setup.fleet.log_tail(b, 80));
     let judged = judge(&setup.fleet, puts, &setup.kinesis, &setup.dynamodb, &setup.stream, &setup.app).await.unwrap();
     (setup, judged, handed_over)
 }

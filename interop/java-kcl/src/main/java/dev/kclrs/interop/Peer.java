@@ -120,6 +120,15 @@ public final class Peer {
             boolean ok;
             try {
                 ok = scheduler.startGracefulShutdown().get(gracefulMs, TimeUnit.MILLISECONDS);
+                if (!ok) {
+                    // Java KCL's GracefulShutdownCoordinator answers false when its consumers ended but not every
+                    // processor reported its shutdown; say so, the exit code alone does not tell which case it was.
+                    System.err.println("java-kcl-peer: graceful shutdown completed with false (a processor did not"
+                            + " report its shutdown)");
+                }
+            } catch (java.util.concurrent.TimeoutException e) {
+                System.err.println("java-kcl-peer: graceful shutdown did not complete within " + gracefulMs + " ms");
+                ok = false;
             } catch (Exception e) {
                 System.err.println("java-kcl-peer: graceful shutdown failed: " + e);
                 ok = false;
