@@ -128,7 +128,9 @@ impl Usage {
         let usage = unsafe {
             let mut usage: libc::rusage = std::mem::zeroed();
             if libc::getrusage(who, &mut usage) != 0 {
-                return Self { user: Duration::ZERO, system: Duration::ZERO, max_rss: 0 };
+                // Zeros would print as a CPU cost of nothing and win every comparison: stop the run instead.
+                let error = std::io::Error::last_os_error();
+                panic!("bench: getrusage({who}) failed ({error}); CPU time and memory cannot be measured");
             }
             usage
         };
