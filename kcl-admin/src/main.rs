@@ -23,6 +23,9 @@
 //! * `import` (see `import.rs`): adopts a Java KCL table's checkpoints.
 //! * `dashboard` (see `dashboard/`): a live web page of the lease map, lag, workers and lease moves.
 //!
+//! `RUST_LOG` (e.g. `RUST_LOG=debug`, or `kcl_core=trace,aws=debug`) logs to stderr what the tool and the AWS SDK
+//! do; without it nothing is logged. No level logs credentials or record payloads.
+//!
 //! Exit codes: 0 success; 1 a failed call or a partly failed import; 2 bad arguments; 3 refused (the lease is
 //! owned, finished, or changed meanwhile); 4 no such lease, table or stream; 5 an endpoint cannot be reached.
 
@@ -49,6 +52,7 @@ use output::{emit, emit_error};
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    init_logging();
     let json = cli.command.common().json;
     let code = match run(cli.command).await {
         Ok(code) => code,
@@ -101,4 +105,10 @@ async fn run(command: Command) -> Result<i32, AdminError> {
             dashboard::run(aws, table, &stream, options).await
         }
     }
+}
+
+/// Logs to stderr at the `RUST_LOG` filter, when it is set (stdout stays the command's output).
+fn init_logging() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else { return };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }

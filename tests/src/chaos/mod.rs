@@ -34,7 +34,7 @@ use kcl_core::lease::LeaseStore;
 use kcl_dynamo_lease::DynamoLeaseStore;
 use tokio::time::Instant;
 
-pub use binary::verify_worker;
+pub use binary::{kcl_admin, verify_worker};
 pub use fleet::{Fleet, SlotState, TermExit, WorkerSpec};
 pub use producer::produce;
 pub use reshard::{OpenShard, open_shards, wait_active};

@@ -1,36 +1,19 @@
 //! `kcl-admin leases`, `lag` and `import` on the lease table of a live Java KCL 2.7.2 worker: the admin tool reads
 //! what Java KCL writes, and the imported table lets a kcl-rs worker continue from Java's checkpoints.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use kcl_tests::chaos::kcl_admin;
 use kcl_tests::interop::{Kind, Producer, leases, wait_deliveries};
 use kcl_tests::{emulators, unique_name};
 use serde_json::Value;
 
 use crate::common::{JAVA_START, Setup};
 
-/// `target/<profile>/kcl-admin`, built when missing.
-fn kcl_admin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("kcl-admin");
-    if !binary.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args(["build", "--bin", "kcl-admin"])
-            .status()
-            .expect("cargo");
-        assert!(status.success() && binary.is_file(), "`cargo build --bin kcl-admin` failed");
-    }
-    binary
-}
-
 fn admin(args: &[&str]) -> Value {
     let e = emulators();
-    let output = Command::new(kcl_admin())
+    let output = Command::new(kcl_admin().unwrap_or_else(|e| panic!("{e}")))
         .args(args)
         .args(["--json", "--kinesis-endpoint", e.kinesis_endpoint(), "--dynamodb-endpoint", e.dynamodb_endpoint()])
         .output()
