@@ -20,8 +20,17 @@ impl CapturedLogs {
     /// # Panics
     /// When a global subscriber is already installed.
     pub fn install_global() -> Self {
+        Self::install_global_at(tracing::Level::INFO)
+    }
+
+    /// Captures for the whole process at `level` and above ([`install_global`](Self::install_global): INFO).
+    ///
+    /// # Panics
+    /// When a global subscriber is already installed.
+    pub fn install_global_at(level: tracing::Level) -> Self {
         let captured = Self::default();
-        let subscriber = tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).finish();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(captured.clone()).with_ansi(false).with_max_level(level).finish();
         tracing::subscriber::set_global_default(subscriber).expect("the first global subscriber of this binary");
         captured
     }

@@ -12,6 +12,7 @@ use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
 
 use super::api::{ApiError, ApiErrorKind, GetRecordsOutput, IteratorPosition, PollingApi};
+use super::quiet_sdk::QuietSdkBodies;
 use super::{ChildShard, ShardSpec};
 use crate::types::{HashKeyRange, KinesisRecord, SequenceNumber};
 
@@ -22,12 +23,13 @@ use crate::types::{HashKeyRange, KinesisRecord, SequenceNumber};
 #[derive(Clone, Debug)]
 pub struct KinesisPollingApi {
     client: aws_sdk_kinesis::Client,
+    quiet: QuietSdkBodies,
 }
 
 impl KinesisPollingApi {
     /// Wraps a client (configure region, credentials, endpoint and timeouts on it as usual).
     pub fn new(client: aws_sdk_kinesis::Client) -> Self {
-        Self { client }
+        Self { client, quiet: QuietSdkBodies::default() }
     }
 
     /// The client.
@@ -90,16 +92,16 @@ impl PollingApi for KinesisPollingApi {
 
     async fn get_records(&self, iterator: &Arc<str>, limit: usize) -> Result<GetRecordsOutput<Arc<str>>, ApiError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let output = self
+        let call = self
             .client
             .get_records()
             .shard_iterator(iterator.as_ref())
             .limit(limit)
             .customize()
             .config_override(no_sdk_retries())
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
+            .send();
+        // The SDK prints the response body and the decoded records at TRACE.
+        let output = self.quiet.run(call).await.map_err(|e| classify(&e))?;
         let records = records_from_sdk("GetRecords", output.records)?;
         let child_shards = child_shards_from_sdk("GetRecords", output.child_shards)?;
         Ok(GetRecordsOutput {

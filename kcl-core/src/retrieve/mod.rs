@@ -26,6 +26,7 @@ mod lean;
 mod metrics;
 mod polling;
 mod prefetch;
+mod quiet_sdk;
 pub mod wire;
 
 #[cfg(feature = "test-util")]

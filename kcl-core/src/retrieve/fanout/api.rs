@@ -9,6 +9,7 @@ use aws_smithy_types::DateTime;
 
 use crate::retrieve::api::{ApiError, ApiErrorKind, IteratorPosition};
 use crate::retrieve::kinesis::classify_code;
+use crate::retrieve::quiet_sdk::QuietSdkBodies;
 use crate::retrieve::{ChildShard, ShardSpec, classify_sdk_error};
 use crate::types::{KinesisRecord, SequenceNumber};
 
@@ -61,12 +62,13 @@ pub trait SubscribeApi: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct KinesisSubscribeApi {
     client: aws_sdk_kinesis::Client,
+    quiet: QuietSdkBodies,
 }
 
 impl KinesisSubscribeApi {
     /// Wraps a client.
     pub fn new(client: aws_sdk_kinesis::Client) -> Self {
-        Self { client }
+        Self { client, quiet: QuietSdkBodies::default() }
     }
 }
 
@@ -76,6 +78,7 @@ pub struct KinesisSubscription {
         SubscribeToShardEventStream,
         SubscribeToShardEventStreamError,
     >,
+    quiet: QuietSdkBodies,
 }
 
 impl std::fmt::Debug for KinesisSubscription {
@@ -112,7 +115,8 @@ impl SubscribeApi for KinesisSubscribeApi {
         shard: &ShardSpec,
         position: &IteratorPosition,
     ) -> Result<KinesisSubscription, ApiError> {
-        let output = self
+        // Subscribing reads the stream's first message (records, maybe), which the SDK prints at TRACE.
+        let call = self
             .client
             .subscribe_to_shard()
             .consumer_arn(consumer_arn)
@@ -124,10 +128,9 @@ impl SubscribeApi for KinesisSubscribeApi {
                 aws_sdk_kinesis::config::Builder::default()
                     .retry_config(aws_smithy_types::retry::RetryConfig::disabled()),
             )
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error(&e))?;
-        Ok(KinesisSubscription { receiver: output.event_stream })
+            .send();
+        let output = self.quiet.run(call).await.map_err(|e| classify_sdk_error(&e))?;
+        Ok(KinesisSubscription { receiver: output.event_stream, quiet: self.quiet.clone() })
     }
 }
 
@@ -135,7 +138,8 @@ impl SubscribeApi for KinesisSubscribeApi {
 impl EventSubscription for KinesisSubscription {
     async fn next_event(&mut self) -> Result<Option<FanOutEvent>, ApiError> {
         loop {
-            let event = match self.receiver.recv().await {
+            // The SDK prints each event-stream message, records included, at TRACE.
+            let event = match self.quiet.run(self.receiver.recv()).await {
                 Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(event))) => event,
                 // An event type this SDK does not know: skip it rather than fail the subscription.
                 Ok(Some(_)) => continue,
