@@ -34,6 +34,8 @@ pub struct WorkerSpec {
     pub dir: PathBuf,
     /// PostgreSQL mode: the URL and the lease table (`--postgres`, `--postgres-table`).
     pub postgres: Option<(String, String)>,
+    /// Slot 0's slow processor: every Nth batch waits this many milliseconds (`--slow-every`, `--slow-ms`).
+    pub slow_batch: Option<(u64, u64)>,
 }
 
 /// The state of one slot.
@@ -130,6 +132,9 @@ impl Fleet {
         let mut command = Command::new(&spec.binary);
         if let Some((url, table)) = &spec.postgres {
             command.args(["--postgres", url, "--postgres-table", table]);
+        }
+        if let Some((every, ms)) = spec.slow_batch.filter(|_| slot == 0) {
+            command.args(["--slow-every", &every.to_string(), "--slow-ms", &ms.to_string()]);
         }
         let child = command
             .args(["--stream", &spec.stream, "--app", &spec.app, "--worker-id", &s.id])

@@ -12,10 +12,11 @@
 //! | `KCL_CHAOS_DURATION_SECS` | 120 | how long the producer runs and chaos goes on |
 //! | `KCL_CHAOS_WORKERS` | 4 | worker processes |
 //! | `KCL_CHAOS_LEASE_MS` | 4000 | the workers' lease duration |
-//! | `KCL_CHAOS_RENEWAL` | drawn from the seed | `per-lease` or `heartbeat` |
+//! | `KCL_CHAOS_RENEWAL` | drawn from the seed (`tests/tests/chaos.rs`: both, one after the other) | `per-lease` or `heartbeat` |
 //! | `KCL_CHAOS_RATE` | min(50, 15000 / duration) | user records put per second (keeps shards small for kinesis-mock) |
 //! | `KCL_CHAOS_KEEP` | unset | keep the run's files (they are kept anyway when the run fails) |
 //! | `KCL_CHAOS_WORKER_LOG` | `info,aws=warn` | the workers' `RUST_LOG` |
+//! | `KCL_CHAOS_SLOW` | on | `off`: no slow processor. On: every 10th batch of worker `w0`'s processors waits 1.5 lease durations before it is written, so the lease can move meanwhile |
 //! | `KCL_CHAOS_STORE` | `dynamodb` | `postgres`: leases in PostgreSQL and every record committed to a sink with its checkpoint; the sink must hold each put record exactly once (see `postgres.rs`) |
 
 mod binary;
@@ -68,7 +69,12 @@ pub struct ChaosConfig {
     pub keep: bool,
     /// Where the leases live.
     pub store: ChaosStore,
+    /// Whether worker `w0` has a slow processor (see [`SLOW_EVERY`]).
+    pub slow_processor: bool,
 }
+
+/// With [`ChaosConfig::slow_processor`], every this many batches of a `w0` processor wait 1.5 lease durations.
+pub const SLOW_EVERY: u64 = 10;
 
 /// Where a chaos run keeps its leases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +118,11 @@ impl ChaosConfig {
                 Some("postgres") => ChaosStore::Postgres,
                 Some(other) => return Err(format!("KCL_CHAOS_STORE={other}: use dynamodb or postgres")),
             },
+            slow_processor: match var("KCL_CHAOS_SLOW").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => return Err(format!("KCL_CHAOS_SLOW={other}: use on or off")),
+            },
         })
     }
 }
@@ -133,6 +144,26 @@ impl ChaosOutcome {
     /// Whether the run passed.
     pub fn passed(&self) -> bool {
         self.report.passed() && self.problems.is_empty()
+    }
+
+    /// The tests' verdict: prints the summary straight to stderr (past the test harness's capture: it belongs in
+    /// every CI log), then fails unless the run passed and exercised what it claims to. `rerun` is the environment
+    /// that repeats the run, for the failure message.
+    ///
+    /// # Panics
+    /// When the run failed, or put no records, or started no more processors than there are workers.
+    pub fn assert_passed(&self, config: &ChaosConfig, rerun: &str) {
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(self.summary.as_bytes());
+        let seed = config.seed;
+        assert!(
+            self.passed(),
+            "chaos run failed (seed {seed:#x}; re-run with {rerun}); files kept in {}\n{}",
+            self.dir.display(),
+            self.summary
+        );
+        assert!(self.report.records_put > 0 && self.report.epochs > config.workers, "{}", self.summary);
+        assert!(!config.slow_processor || self.report.slow_batches > 0, "no batch was slow\n{}", self.summary);
     }
 }
 
@@ -188,6 +219,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
             renewal: config.renewal,
             dir: dir.clone(),
             postgres: postgres.as_ref().map(|side| (side.url.clone(), side.table.clone())),
+            slow_batch: config.slow_processor.then(|| (SLOW_EVERY, config.lease_ms * 3 / 2)),
         },
         config.workers,
     );

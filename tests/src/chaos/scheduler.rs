@@ -21,16 +21,22 @@ enum Action {
     Split,
     Merge,
     Faults,
+    /// Half the lease table's conditional writes refused for a few seconds although their conditions held.
+    ConditionStorm,
 }
 
-const WEIGHTS: [(Action, u64); 6] = [
+const WEIGHTS: [(Action, u64); 7] = [
     (Action::Kill, 3),
     (Action::Term, 2),
     (Action::Pause, 2),
     (Action::Split, 1),
     (Action::Merge, 1),
     (Action::Faults, 3),
+    (Action::ConditionStorm, 1),
 ];
+
+/// The proxy in front of the lease table (DynamoDB) in [`Scheduler::proxies`].
+const LEASE_TABLE_PROXY: usize = 1;
 
 /// Open shards are kept within these bounds.
 const MIN_OPEN: usize = 3;
@@ -51,6 +57,8 @@ pub struct ChaosLog {
     pub merges: usize,
     /// Fault windows opened (per proxy).
     pub fault_windows: usize,
+    /// Conditional-check storms on the lease table.
+    pub condition_storms: usize,
     /// Actions that could not be carried out (e.g. a reshard refused), for the summary.
     pub skipped: Vec<String>,
 }
@@ -251,6 +259,18 @@ impl Scheduler<'_> {
                     log.fault_windows += 1;
                     pending.push((now + window, FollowUp::FaultsOff(proxy)));
                 }
+            }
+            Action::ConditionStorm => {
+                let window = self.between(Duration::from_secs(2), Duration::from_secs(6));
+                let Some(proxy) = self.proxies.get(LEASE_TABLE_PROXY) else {
+                    log.skipped.push("condition storm: no lease-table proxy".to_owned());
+                    return Ok(());
+                };
+                eprintln!("chaos: conditional-check storm on the lease table for {window:?}");
+                // A window already open on that proxy ends when this one does.
+                proxy.set(Some(FaultPlan::condition_storm(0.5)));
+                log.condition_storms += 1;
+                pending.push((now + window, FollowUp::FaultsOff(LEASE_TABLE_PROXY)));
             }
         }
         Ok(())

@@ -21,26 +21,36 @@ pub(crate) struct Inputs<'a> {
     pub(crate) problems: &'a [String],
 }
 
-/// The longest gap (seconds), the shards affected, and how many had no later processor (a paused worker that kept
-/// its lease through the pause continues with the same one), over `events`.
-fn gaps(history: &History, events: &[(String, u64)]) -> (Option<f64>, usize, usize) {
-    let (mut max, mut shards, mut never) = (None::<u64>, 0, 0);
+/// The gaps (seconds, ascending) over `events`, and how many shards had no later processor (a paused worker that
+/// kept its lease through the pause continues with the same one).
+fn gaps(history: &History, events: &[(String, u64)]) -> (Vec<f64>, usize) {
+    let (mut gaps, mut never) = (Vec::new(), 0);
     for (worker, at) in events {
         for gap in history.resume_gaps(worker, *at) {
-            shards += 1;
             match gap.gap_us {
-                Some(us) => max = Some(max.map_or(us, |m| m.max(us))),
+                Some(us) => gaps.push(us as f64 / 1e6),
                 None => never += 1,
             }
         }
     }
-    (max.map(|us| us as f64 / 1e6), shards, never)
+    gaps.sort_by(f64::total_cmp);
+    (gaps, never)
 }
 
-fn describe_gap(name: &str, (max, shards, never): (Option<f64>, usize, usize)) -> String {
-    match max {
-        Some(max) => format!("{name}: max {max:.1} s over {shards} shard(s) ({never} with no later processor)"),
-        None => format!("{name}: {shards} shard(s) affected ({never} with no later processor)"),
+/// The value at percentile `p` of ascending `sorted` (nearest rank).
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied()
+}
+
+fn describe_gap(name: &str, (gaps, never): (Vec<f64>, usize)) -> String {
+    let shards = gaps.len() + never;
+    match (percentile(&gaps, 50.0), percentile(&gaps, 99.0), gaps.last()) {
+        (Some(p50), Some(p99), Some(max)) => format!(
+            "{name}: p50 {p50:.1} s, p99 {p99:.1} s, max {max:.1} s over {shards} shard(s) ({never} with no later \
+             processor)"
+        ),
+        _ => format!("{name}: {shards} shard(s) affected ({never} with no later processor)"),
     }
 }
 
@@ -77,18 +87,27 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
     );
     let _ = writeln!(
         s,
-        "chaos: {} kills, {} graceful stops, {} pauses, {} splits, {} merges, {} fault windows; {} processes, {} \
-         processor epochs",
+        "chaos: {} kills, {} graceful stops, {} pauses, {} splits, {} merges, {} fault windows, {} conditional-check \
+         storms; {} processes, {} processor epochs",
         l.kills.len(),
         l.terms.len(),
         l.pauses.len(),
         l.splits,
         l.merges,
         l.fault_windows,
+        l.condition_storms,
         i.fleet.journals.len(),
         r.epochs
     );
     let _ = writeln!(s, "faults injected: kinesis {}; dynamodb {}", faults(&i.proxies[0]), faults(&i.proxies[1]));
+    if c.slow_processor {
+        let _ = writeln!(
+            s,
+            "slow processor: {} batches of w0 held back {} ms (1.5 lease durations) before being written",
+            r.slow_batches,
+            c.lease_ms * 3 / 2
+        );
+    }
     let _ = writeln!(s, "{}", describe_gap("failover after a kill (kill -> next processor start)", gaps(h, &l.kills)));
     let _ = writeln!(s, "{}", describe_gap("failover after a pause (SIGSTOP -> next start)", gaps(h, &l.pauses)));
     let _ = writeln!(s, "{}", describe_gap("handoff after SIGTERM (signal -> next start)", gaps(h, &l.terms)));
@@ -118,4 +137,19 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
         let _ = write!(s, "{r}");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let gaps: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&gaps, 50.0), Some(100.0));
+        assert_eq!(percentile(&gaps, 99.0), Some(198.0));
+        assert_eq!(percentile(&gaps, 100.0), Some(200.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 99.0), None);
+    }
 }

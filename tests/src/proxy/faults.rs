@@ -38,11 +38,16 @@ pub enum FaultKind {
     /// answer with fewer results than entries sent (answers without such a list pass untouched). Never drawn by
     /// [`FaultPlan::mixed`]: ask for it with [`FaultPlan::always`].
     ShortRecordsAnswer,
+    /// HTTP 400 `ConditionalCheckFailedException` for a DynamoDB request with a `ConditionExpression`, not forwarded:
+    /// a conditional write refused although nothing changed (what a worker sees when it loses a race, or a
+    /// conditional-check storm). Other requests pass untouched. Never drawn by [`FaultPlan::mixed`]:
+    /// see [`FaultPlan::condition_storm`].
+    ConditionalCheckFailed,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         Self::ProvisionedThroughputExceeded,
         Self::Throttling,
         Self::InternalError,
@@ -50,6 +55,7 @@ impl FaultKind {
         Self::Delay,
         Self::DropMidResponse,
         Self::ShortRecordsAnswer,
+        Self::ConditionalCheckFailed,
     ];
 
     /// Whether the proxy answers itself, without forwarding the request.
@@ -78,6 +84,12 @@ impl FaultKind {
                 "com.amazonaws.dynamodb.v20120810#InternalServerError",
                 "Internal failure (injected by the test proxy)",
             ),
+            Self::ConditionalCheckFailed => (
+                "400 Bad Request",
+                "ConditionalCheckFailedException",
+                "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+                "The conditional request failed (injected by the test proxy)",
+            ),
             Self::ServiceUnavailable | Self::Delay | Self::DropMidResponse | Self::ShortRecordsAnswer => (
                 "503 Service Unavailable",
                 "ServiceUnavailable",
@@ -98,6 +110,9 @@ impl FaultKind {
         .into_bytes()
     }
 }
+
+/// What marks a DynamoDB request as a conditional write (its JSON field name, quoted).
+const CONDITION: &[u8] = b"\"ConditionExpression\"";
 
 /// How often and how a proxy misbehaves while its faults are switched on.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +150,12 @@ impl FaultPlan {
             (DropMidResponse, 1),
         ];
         Self { rate, kinds, delay, budget: None }
+    }
+
+    /// A share `rate` of DynamoDB conditional writes refused with `ConditionalCheckFailedException` although their
+    /// condition held; everything else passes.
+    pub fn condition_storm(rate: f64) -> Self {
+        Self { rate, kinds: vec![(FaultKind::ConditionalCheckFailed, 1)], delay: Duration::ZERO, budget: None }
     }
 }
 
@@ -188,6 +209,12 @@ impl FaultControl {
 
     /// Decides the fate of the next request: `None` to forward it untouched. Counts it.
     pub fn decide(&self) -> Option<(FaultKind, Duration, u64)> {
+        self.decide_for(&[])
+    }
+
+    /// [`decide`](Self::decide) for a request with this body: [`FaultKind::ConditionalCheckFailed`] applies only to
+    /// a body holding a `ConditionExpression` (others pass untouched, and are not counted as injected).
+    pub fn decide_for(&self, body: &[u8]) -> Option<(FaultKind, Duration, u64)> {
         let mut state = self.lock();
         state.stats.requests += 1;
         let n = state.stats.requests;
@@ -199,17 +226,21 @@ impl FaultControl {
         if !hit || total == 0 || plan.budget == Some(0) {
             return None;
         }
+        let conditional = body.windows(CONDITION.len()).any(|w| w == CONDITION);
+        let applies = |kind: FaultKind| kind != FaultKind::ConditionalCheckFailed || conditional;
+        let kind = plan.kinds.iter().find_map(|(kind, weight)| {
+            let chosen = pick < u64::from(*weight);
+            pick = pick.saturating_sub(u64::from(*weight));
+            chosen.then_some(*kind)
+        })?;
+        if !applies(kind) {
+            return None;
+        }
         if let Some(budget) = state.plan.as_mut().and_then(|p| p.budget.as_mut()) {
             *budget -= 1;
         }
-        for (kind, weight) in &plan.kinds {
-            if pick < u64::from(*weight) {
-                *state.stats.injected.entry(*kind).or_default() += 1;
-                return Some((*kind, plan.delay, n));
-            }
-            pick -= u64::from(*weight);
-        }
-        None
+        *state.stats.injected.entry(kind).or_default() += 1;
+        Some((kind, plan.delay, n))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -271,6 +302,21 @@ mod tests {
         control.set(Some(FaultPlan::always(FaultKind::InternalError, Duration::ZERO).limited(2)));
         let decided: Vec<bool> = (0..4).map(|_| control.decide().is_some()).collect();
         assert_eq!(decided, [true, true, false, false], "a limited plan stops after its budget");
+    }
+
+    #[test]
+    fn a_condition_storm_refuses_only_conditional_writes() {
+        let control = FaultControl::new(3);
+        control.set(Some(FaultPlan::condition_storm(1.0)));
+        let write = br##"{"TableName":"t","ConditionExpression":"#c = :c","UpdateExpression":"SET #c = :n"}"##;
+        let read = br#"{"TableName":"t","ConsistentRead":true}"#;
+        assert_eq!(control.decide_for(write).map(|d| d.0), Some(FaultKind::ConditionalCheckFailed));
+        assert_eq!(control.decide_for(read), None);
+        assert_eq!(control.decide(), None);
+        let stats = control.stats();
+        assert_eq!((stats.requests, stats.total_injected()), (3, 1));
+        let text = String::from_utf8(FaultKind::ConditionalCheckFailed.response(Flavor::DynamoDb, 1)).unwrap();
+        assert!(text.contains("#ConditionalCheckFailedException"), "{text}");
     }
 
     #[test]

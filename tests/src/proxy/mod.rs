@@ -99,7 +99,7 @@ async fn serve(client: TcpStream, upstream: &str, flavor: Flavor, control: &Faul
     loop {
         let Some(request) = http::read_head(&mut client_read, true).await? else { return Ok(()) };
         let body = http::read_body(request.framing, &mut client_read).await?;
-        let fault = control.decide();
+        let fault = control.decide_for(&body);
         if let Some((kind, _, n)) = fault
             && kind.answers_itself()
         {

@@ -230,6 +230,9 @@ pub fn load_journal(paths: &[impl AsRef<Path>]) -> Result<Vec<Entry>, Error> {
                     }
                     continue;
                 }
+                "slow" => {
+                    Event::SlowBatch { epoch: text_field(&v, "epoch").map_err(at)?, ms: number(&v, "ms").map_err(at)? }
+                }
                 other => return Err(at(format!("unknown event {other:?}"))),
             };
             entries.push(Entry { t, worker: worker.clone(), pid, event });

@@ -188,6 +188,13 @@ pub enum Event {
     },
     /// A lease-table write and how it ended.
     Write(Write),
+    /// A processor held a batch back for `ms` before writing it (the chaos suite's slow processor).
+    SlowBatch {
+        /// The epoch.
+        epoch: String,
+        /// How long.
+        ms: u64,
+    },
 }
 
 /// A journaled lease-table write.
@@ -273,6 +280,8 @@ pub struct Report {
     pub duplicate_causes: BTreeMap<DuplicateCause, usize>,
     /// Processor instances started.
     pub epochs: usize,
+    /// Batches a slow processor held back (see [`Event::SlowBatch`]).
+    pub slow_batches: usize,
     /// Worker processes that left no clean exit (killed or failed).
     pub crashed_processes: usize,
     /// Accepted takes and handoffs that moved an owned lease to another worker.
@@ -341,6 +350,7 @@ pub fn verify_deliveries(history: &History) -> Report {
     let epochs = records::Epochs::from_journal(&history.journal);
     report.epochs = epochs.len();
     report.crashed_processes = epochs.crashed_processes();
+    report.slow_batches = history.journal.iter().filter(|e| matches!(e.event, Event::SlowBatch { .. })).count();
     records::check_deliveries(history, &epochs, &mut report);
     leases::check_final_checkpoints(history, &mut report);
     report

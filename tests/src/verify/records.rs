@@ -75,7 +75,7 @@ impl Epochs {
                         e.accepted.push((pos.clone(), done.unwrap_or(entry.t)));
                     }
                 }
-                Event::Checkpoint { .. } | Event::Write(_) => {}
+                Event::Checkpoint { .. } | Event::Write(_) | Event::SlowBatch { .. } => {}
             }
         }
         this

@@ -99,6 +99,12 @@ struct Args {
     /// Longest wait between reads of a caught-up shard (polling).
     #[arg(long, default_value_t = 500)]
     idle_ms: u64,
+    /// Every Nth batch of each processor first waits `--slow-ms` (a processor slower than its lease; 0: never).
+    #[arg(long, default_value_t = 0)]
+    slow_every: u64,
+    /// How long a slow batch waits.
+    #[arg(long, default_value_t = 0)]
+    slow_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -195,6 +201,7 @@ async fn run_worker(args: &Args, journal: Arc<Journal>) -> Result<(), BoxError> 
         journal: journal.clone(),
         next_epoch: AtomicU64::new(0),
         sink: sink.map(Arc::new),
+        slow: (args.slow_every > 0).then(|| (args.slow_every, Duration::from_millis(args.slow_ms))),
     };
     let worker = Worker::builder(args.stream.as_str(), args.app.as_str())
         .worker_id(args.worker_id.as_str())

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use kcl_core::process::{BatchResult, InitializeInput, LeaseLostInput, ProcessorError};
@@ -74,6 +75,8 @@ pub struct Factory {
     pub next_epoch: AtomicU64,
     /// PostgreSQL mode.
     pub sink: Option<Arc<Sink>>,
+    /// Every Nth batch of a processor waits this long before it is written (a processor slower than its lease).
+    pub slow: Option<(u64, Duration)>,
 }
 
 impl kcl_core::ProcessorFactory for Factory {
@@ -89,6 +92,8 @@ impl kcl_core::ProcessorFactory for Factory {
             sink: self.sink.clone(),
             client: None,
             written_up_to: None,
+            slow: self.slow,
+            batches: 0,
         }
     }
 }
@@ -105,6 +110,10 @@ pub struct VerifyProcessor {
     client: Option<kcl_postgres_lease::tokio_postgres::Client>,
     /// The last record written to the output: a batch retried after a failed transaction is not written twice.
     written_up_to: Option<ExtendedSequenceNumber>,
+    /// See [`Factory::slow`].
+    slow: Option<(u64, Duration)>,
+    /// Batches handed to this processor so far.
+    batches: u64,
 }
 
 impl VerifyProcessor {
@@ -180,6 +189,14 @@ impl RecordProcessor for VerifyProcessor {
     }
 
     async fn process_records(&mut self, batch: &Batch, checkpointer: &mut Checkpointer) -> BatchResult {
+        self.batches += 1;
+        if let Some((every, pause)) = self.slow
+            && self.batches.is_multiple_of(every)
+        {
+            // The lease may move meanwhile: what is written after this is a zombie's, and its checkpoint is fenced.
+            self.journal.event(json!({"ev": "slow", "epoch": self.epoch, "shard": self.shard, "ms": u64::try_from(pause.as_millis()).unwrap_or(u64::MAX)}));
+            tokio::time::sleep(pause).await;
+        }
         let t = now_us();
         let mut bytes = Vec::with_capacity(batch.len() * 160);
         let fresh = batch
