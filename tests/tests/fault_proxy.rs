@@ -107,7 +107,9 @@ async fn kinesis_clients_see_each_fault_kind() {
     assert_eq!(get().await.unwrap().records().len(), 1, "faults off: the proxy passes everything again");
     let stats = control.stats();
     assert_eq!(stats.total_injected(), 5);
-    let drawn = FaultKind::ALL.iter().filter(|k| !matches!(k, FaultKind::Throttling | FaultKind::ShortRecordsAnswer));
+    let drawn = FaultKind::ALL.iter().filter(|k| {
+        !matches!(k, FaultKind::Throttling | FaultKind::ShortRecordsAnswer | FaultKind::ConditionalCheckFailed)
+    });
     assert!(drawn.map(|k| stats.injected[k]).all(|n| n == 1));
     kinesis.delete_stream().stream_name(&stream).send().await.unwrap();
 }
@@ -152,6 +154,17 @@ async fn dynamodb_clients_and_the_lease_store_see_each_fault_kind() {
         assert!(tokio::time::Instant::now() < deadline, "the delayed write never took effect");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // A conditional-check storm: the store reports a conditional write as a lost race, and nothing was written;
+    // reads pass.
+    control.set(Some(FaultPlan::condition_storm(1.0)));
+    let stored = store.get_lease("shard-1").await.unwrap().expect("created above");
+    let error = store.take_lease("shard-1", stored.lease_counter, "w9").await.unwrap_err();
+    assert!(error.is_condition_failed(), "{error}");
+    control.set(None);
+    let after = store.get_lease("shard-1").await.unwrap().expect("still there");
+    assert_eq!((after.lease_counter, after.lease_owner), (stored.lease_counter, None), "nothing was written");
+    assert_eq!(control.stats().injected.get(&FaultKind::ConditionalCheckFailed), Some(&1));
     client.delete_table().table_name(&table).send().await.unwrap();
 }
 
