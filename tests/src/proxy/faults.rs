@@ -226,14 +226,13 @@ impl FaultControl {
         if !hit || total == 0 || plan.budget == Some(0) {
             return None;
         }
-        let conditional = body.windows(CONDITION.len()).any(|w| w == CONDITION);
-        let applies = |kind: FaultKind| kind != FaultKind::ConditionalCheckFailed || conditional;
         let kind = plan.kinds.iter().find_map(|(kind, weight)| {
             let chosen = pick < u64::from(*weight);
             pick = pick.saturating_sub(u64::from(*weight));
             chosen.then_some(*kind)
         })?;
-        if !applies(kind) {
+        // Only a conditional write can fail its condition; the body is searched only when that is the fault drawn.
+        if kind == FaultKind::ConditionalCheckFailed && !body.windows(CONDITION.len()).any(|w| w == CONDITION) {
             return None;
         }
         if let Some(budget) = state.plan.as_mut().and_then(|p| p.budget.as_mut()) {
