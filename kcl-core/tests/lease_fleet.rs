@@ -210,6 +210,29 @@ async fn join_without_overlap(setup: Setup) {
     fleet.timeline.assert_no_overlap();
 }
 
+/// A healthy worker lists the table about once per lease duration, so just before its next listing every other
+/// worker's leases look expired by its view. A stopping worker's drain lists again, but a processor's
+/// `handoff_done` can come first: the hand-over must still go to a live worker, not fall back to a release. CI hit
+/// that window on DynamoDB Local (all four leases released); slow listings here widen it to half a lease duration.
+async fn graceful_stop_after_an_old_listing(setup: Setup) {
+    let mut fleet = memory_fleet(12, setup.mode, setup.lease_duration_ms).await;
+    let w3_store = Arc::new(PartitionableStore::new(fleet.store.clone(), "w3"));
+    fleet.start("w1");
+    fleet.start("w2");
+    fleet.start_with_store("w3", w3_store.clone());
+    fleet.converge(CONVERGE).await;
+    let ld = fleet.config.lease_duration();
+    w3_store.slow_listings(ld / 2);
+    fleet
+        .wait_for(fleet.config.take_interval() * 4, "w3's last listing to be a lease duration old", async |_| {
+            w3_store.last_listing().is_some_and(|at| at.elapsed() > ld)
+        })
+        .await;
+    let Handover { leaving, handed_off, lost, .. } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
+    assert_eq!(handed_off, leaving, "w3 must hand every lease to a live worker; its losses: {lost:?}");
+    fleet.timeline.assert_no_overlap();
+}
+
 /// Every worker's store fails 5 % of calls before they reach it and 3 % of writes after they were applied (an
 /// unknown outcome). The fleet must still converge, absorb a joining worker and a graceful stop, and never process
 /// a lease twice at once. For stress runs, override the rates (per mille) and the seed with `KCL_FLAKY_BEFORE`,
@@ -254,6 +277,7 @@ in_both_modes!(
     converge_and_stay_put,
     crash_failover,
     graceful_stop,
+    graceful_stop_after_an_old_listing,
     zombie_is_fenced,
     join_without_overlap,
     flaky_store_never_overlaps,

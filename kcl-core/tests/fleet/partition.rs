@@ -1,25 +1,47 @@
 //! A store wrapper that can cut one worker off from the store (every call fails as transient), and remembers the
-//! last counter that worker's writes produced per lease, to replay its stale fence later.
+//! last counter that worker's writes produced per lease, to replay its stale fence later. It can also slow the
+//! worker's full listings down and tells when the last one returned.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use kcl_core::ExtendedSequenceNumber;
 use kcl_core::lease::{Lease, LeaseFence, LeasePage, LeaseStore, LeaseStoreError, PageToken, WorkerHeartbeat};
+use tokio::time::Instant;
 
 pub struct PartitionableStore {
     inner: Arc<dyn LeaseStore>,
     worker: String,
     cut: AtomicBool,
     last_counter: Mutex<HashMap<String, u64>>,
+    listing_delay: Mutex<Duration>,
+    last_listing: Mutex<Option<Instant>>,
 }
 
 impl PartitionableStore {
     pub fn new(inner: Arc<dyn LeaseStore>, worker: &str) -> Self {
-        Self { inner, worker: worker.to_owned(), cut: AtomicBool::new(false), last_counter: Mutex::default() }
+        Self {
+            inner,
+            worker: worker.to_owned(),
+            cut: AtomicBool::new(false),
+            last_counter: Mutex::default(),
+            listing_delay: Mutex::default(),
+            last_listing: Mutex::default(),
+        }
+    }
+
+    /// Delays every page of a full listing (not the by-owner reads of the assignment poll) by `delay`.
+    pub fn slow_listings(&self, delay: Duration) {
+        *self.listing_delay.lock().unwrap() = delay;
+    }
+
+    /// When the last page of a listing returned.
+    pub fn last_listing(&self) -> Option<Instant> {
+        *self.last_listing.lock().unwrap()
     }
 
     pub fn partition(&self, cut: bool) {
@@ -61,7 +83,16 @@ impl LeaseStore for PartitionableStore {
 
     async fn list_leases(&self, page: Option<PageToken>, page_size: usize) -> Result<LeasePage, LeaseStoreError> {
         self.check("list_leases")?;
-        self.inner.list_leases(page, page_size).await
+        let delay = *self.listing_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let page = self.inner.list_leases(page, page_size).await;
+        *self.last_listing.lock().unwrap() = Some(Instant::now());
+        page
+    }
+
+    async fn list_leases_by_owner(&self, owner: &str) -> Result<Vec<Lease>, LeaseStoreError> {
+        self.check("list_leases_by_owner")?;
+        self.inner.list_leases_by_owner(owner).await
     }
 
     async fn renew_lease(&self, fence: &LeaseFence) -> Result<u64, LeaseStoreError> {

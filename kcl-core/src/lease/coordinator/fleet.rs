@@ -42,7 +42,28 @@ pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
     }
     state.last_table_read = Some(state.last_table_read.map_or(started, |t| t.max(started)));
     state.listing = leases.clone();
+    state.listed_at = Some(state.listed_at.map_or(listed_at, |t| t.max(listed_at)));
     Some(leases)
+}
+
+/// Lists again unless the last listing is younger than one renewal interval. For a stopping worker choosing whom
+/// to hand a lease to: the taker lists only every take interval (longer than a lease duration by default), and
+/// judged from a listing that old every other worker's leases look expired (per-lease mode: their counters were
+/// last seen to change back then), so there would be no live receiver and the lease would be released instead of
+/// handed over. A live worker renews at least once per renewal interval, so a listing younger than that, compared
+/// with the one before it, shows each live owner's counter moving.
+pub(crate) async fn ensure_fresh_listing(shared: &Shared) {
+    let fresh = |shared: &Shared| {
+        let listed_at = shared.state().listed_at;
+        listed_at.is_some_and(|at| at.elapsed() < shared.config.renewal_interval())
+    };
+    if fresh(shared) {
+        return;
+    }
+    let _relist = shared.relist.lock().await;
+    if !fresh(shared) {
+        list_and_observe(shared).await;
+    }
 }
 
 /// Heartbeat mode: before taking leases of a worker judged dead, bump its heartbeat from the value we saw go stale.

@@ -107,6 +107,8 @@ pub(crate) struct State {
     pub(crate) view: FleetView,
     /// The last full listing of the lease table (to choose whom to hand leases to at shutdown).
     pub(crate) listing: Vec<Lease>,
+    /// When `listing` (and the view with it) was taken: the end of its read.
+    pub(crate) listed_at: Option<Instant>,
     /// Leases handed to each worker during this worker's shutdown, so they are spread out.
     pub(crate) handed: HashMap<String, usize>,
     /// The start of the last successful read of the lease table (heartbeat mode renews only while reads work).
@@ -135,6 +137,9 @@ pub(crate) struct Shared {
     pub(crate) slot_removed: Notify,
     /// Serialises the cycles that create slots (take, poll, shutdown hand-over).
     pub(crate) cycle: tokio::sync::Mutex<()>,
+    /// Serialises the listings a stopping worker's hand-overs make when the last one is too old to judge by, so
+    /// many leases handed over at once cost one listing, not one each.
+    pub(crate) relist: tokio::sync::Mutex<()>,
     pub(crate) rng: Mutex<Rng>,
     /// The unreadable items of the last listing (reported once per change).
     pub(crate) unreadable: super::unreadable::UnreadableReport,
@@ -162,6 +167,7 @@ impl Shared {
             taker_wakeup: Notify::new(),
             slot_removed: Notify::new(),
             cycle: tokio::sync::Mutex::new(()),
+            relist: tokio::sync::Mutex::new(()),
             rng,
             unreadable: Default::default(),
         }

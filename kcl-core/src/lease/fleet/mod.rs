@@ -63,6 +63,8 @@ pub struct Handover {
     /// reported `Lost { HandedOff }`: its write gave the lease to a live worker), as opposed to leaving them to be
     /// taken once expired.
     pub handed_off: Vec<String>,
+    /// Every `Lost` the stopped worker's coordinator emitted during the stop, in order, with its reason.
+    pub lost: Vec<(String, LostReason)>,
 }
 
 /// Lease coordinators sharing one store `S`, each with simulated processors (see the [module](self) docs).
@@ -207,7 +209,7 @@ impl<S: LeaseStore + 'static> Fleet<S> {
                 leaving.iter().all(|lease| starts.contains_key(lease))
             })
             .await;
-        Handover { leaving, stopped_at, took, handed_off }
+        Handover { leaving, stopped_at, took, handed_off, lost }
     }
 
     /// Held leases per live worker, from the handles (no store reads).
