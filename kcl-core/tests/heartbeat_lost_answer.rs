@@ -56,7 +56,7 @@ async fn a_lost_heartbeat_answer_keeps_the_leases() {
     let give_up = Instant::now() + Duration::from_secs(30);
     while held.len() < KEYS.len() {
         match timeout_at(give_up, events.recv()).await {
-            Ok(Some(LeaseEvent::Acquired(lease))) => {
+            Ok(Some(LeaseEvent::Acquired { lease, .. })) => {
                 held.insert(lease.lease_key);
             }
             Ok(Some(LeaseEvent::Lost { lease_key, .. })) => {

@@ -29,7 +29,7 @@ async fn stolen_from_a_stopped_owner_is_taken(mode: RenewalMode) {
     while acquired.len() < 2 {
         let event = tokio::time::timeout_at(deadline, events.recv()).await;
         match event {
-            Ok(Some(LeaseEvent::Acquired(lease))) => {
+            Ok(Some(LeaseEvent::Acquired { lease, .. })) => {
                 acquired.insert(lease.lease_key);
             }
             Ok(Some(LeaseEvent::Lost { lease_key, .. })) => {

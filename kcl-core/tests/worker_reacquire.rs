@@ -1,9 +1,11 @@
-//! Regression (found by the chaos suite): a worker that self-fences a lease (its renewals failed for a while) while
-//! its processor is stuck in a batch, and then gets the same lease back (nobody else took it), starts the next
-//! processor only after the old one has finished. The old one's last checkpoint, made on its way out, is written
-//! with the fence of the new acquisition (same worker, same lease), so it lands after the lease was read for the
-//! acquisition. The next processor must start from that checkpoint, not from the acquisition's older copy: starting
-//! there redelivered records that were checkpointed, and its first checkpoint could move the stored one backwards.
+//! A worker that self-fences a lease (its renewals failed for a while) while its processor is stuck in a batch, and
+//! then gets the same lease back (nobody else took it), starts the next processor only after the old one has
+//! finished. The old one's checkpoint, made on its way out, belongs to an acquisition that has ended: the store's
+//! fence cannot tell it apart (same worker, same lease, current counter), so the coordinator refuses it by
+//! acquisition (issue 17: checkpoints fenced by consumer generation). The next processor starts from the stored
+//! checkpoint and delivers the stuck batch again: at-least-once, nothing skipped, no checkpoint moved backwards.
+//! (Before, the late checkpoint landed through the new acquisition's fence; the chaos suite had found the next
+//! processor then starting from the acquisition's older copy, which is why the worker re-reads a re-acquired lease.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ struct Seen {
     processed: Vec<ExtendedSequenceNumber>,
     /// The first processor is inside its first batch.
     stuck: bool,
+    /// Checkpoints refused as `LeaseLost`, by processor (0: the stuck one).
+    refused: Vec<usize>,
 }
 
 struct Processor {
@@ -31,6 +35,8 @@ struct Processor {
     /// The first processor's first batch waits until this is `true`.
     release: watch::Receiver<bool>,
     first: bool,
+    /// Which processor this is (0: the first).
+    index: usize,
 }
 
 #[async_trait::async_trait]
@@ -38,6 +44,7 @@ impl RecordProcessor for Processor {
     async fn initialize(&mut self, input: InitializeInput) -> Result<(), kcl_core::process::ProcessorError> {
         let mut seen = self.seen.lock().unwrap();
         self.first = seen.starts.is_empty();
+        self.index = seen.starts.len();
         seen.starts.push(input.checkpoint);
         Ok(())
     }
@@ -50,7 +57,9 @@ impl RecordProcessor for Processor {
         }
         self.seen.lock().unwrap().processed.extend(batch.records.iter().map(|r| r.extended_sequence_number()));
         // The lease may have been lost meanwhile; a refused checkpoint is fine, the next owner redelivers.
-        let _ = checkpointer.checkpoint().await;
+        if let Err(kcl_core::KclError::LeaseLost { .. }) = checkpointer.checkpoint().await {
+            self.seen.lock().unwrap().refused.push(self.index);
+        }
         Ok(())
     }
 }
@@ -88,7 +97,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_processors_last_checkpoint() {
+async fn a_lease_reacquired_while_its_processor_was_stuck_refuses_that_processors_late_checkpoint() {
     let leases_lost = Arc::new(AtomicU64::new(0));
     metrics::set_global_recorder(LeasesLost(leases_lost.clone())).expect("the only recorder of this binary");
     let stream = MemoryStream::new("reacquire", 1);
@@ -112,7 +121,7 @@ async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_proc
         .retry_backoff(Duration::from_millis(10), Duration::from_millis(50))
         .processor_factory({
             let seen = seen.clone();
-            move |_: &str| Processor { seen: seen.clone(), release: released.clone(), first: false }
+            move |_: &str| Processor { seen: seen.clone(), release: released.clone(), first: false, index: 0 }
         })
         .build()
         .unwrap();
@@ -125,7 +134,7 @@ async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_proc
     wait_for("the worker to self-fence the lease", || leases_lost.load(Ordering::Relaxed) >= 1).await;
     faulty.switch().heal();
     // Nobody else wants the lease: the worker gets it back (the stuck processor still holds the shard, so the next
-    // one waits for it). Then the stuck processor finishes its batch and checkpoints it.
+    // one waits for it). Then the stuck processor finishes its batch and tries to checkpoint it.
     let lease_key = "shardId-000000000000";
     let before = memory.get_lease(lease_key).await.unwrap().unwrap().lease_counter;
     wait_for("the worker to own the lease again", || {
@@ -135,13 +144,21 @@ async fn a_lease_reacquired_while_its_processor_was_stuck_resumes_from_that_proc
     release.send_replace(true);
     let checkpointed = ExtendedSequenceNumber::sequence(last.sequence_number);
     wait_for("a second processor", || seen.lock().unwrap().starts.len() >= 2).await;
+    let second_start = seen.lock().unwrap().starts[1].clone();
+    assert_eq!(second_start, ExtendedSequenceNumber::TrimHorizon, "the late checkpoint must not move the stored one");
+    wait_for("the second processor to process the shard", || seen.lock().unwrap().processed.len() >= 10).await;
+    wait_for("the second processor's checkpoint", || memory_checkpoint(&memory, lease_key) == checkpointed).await;
     shutdown.shutdown();
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(memory_checkpoint(&memory, lease_key), checkpointed, "the stuck processor's checkpoint landed");
-    assert_eq!(seen.starts[1], checkpointed, "the next processor starts where the previous one checkpointed");
-    assert_eq!(seen.processed.len(), 5, "nothing checkpointed is processed again: {:?}", seen.processed);
+    assert_eq!(seen.refused.first(), Some(&0), "the stuck processor's late checkpoint was refused: {:?}", seen.refused);
+    assert!(!seen.refused.contains(&1), "the current processor's checkpoints are accepted: {:?}", seen.refused);
+    assert_eq!(seen.starts.len(), 2, "{:?}", seen.starts);
+    // The stuck batch twice (at-least-once), nothing skipped, then nothing more.
+    let once: Vec<_> = seen.processed[..5].to_vec();
+    assert_eq!(seen.processed[5..], once[..], "the second processor redelivers the whole stuck batch");
+    assert_eq!(seen.processed.len(), 10, "{:?}", seen.processed);
 }
 
 fn stored_counter(store: &MemoryLeaseStore, key: &str) -> Option<u64> {

@@ -29,7 +29,7 @@ pub mod fleet;
 pub use crate::error::LeaseStoreError;
 pub use coordinator::{
     LeaseCoordinator, LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, LeaseCoordinatorHandle, LeaseEvent,
-    LostReason, RenewalMode,
+    LeaseGeneration, LostReason, RenewalMode,
 };
 #[cfg(feature = "test-util")]
 pub use faulty::{FaultConfig, FaultStats, FaultSwitch, FaultTarget, FaultyLeaseStore};

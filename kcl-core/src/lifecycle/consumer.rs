@@ -23,7 +23,7 @@ use crate::config::WorkerConfig;
 use crate::deaggregate::deaggregate_batch_into_for_shard;
 use crate::discover::ShardSyncer;
 use crate::error::KclError;
-use crate::lease::{Lease, LeaseStore};
+use crate::lease::{Lease, LeaseGeneration, LeaseStore};
 use crate::process::{
     CheckpointSink, Checkpointer, InitializeInput, LeaseLostInput, ProcessorFactory, RecordProcessor,
 };
@@ -38,6 +38,9 @@ pub(crate) trait ShardLeaseControl: CheckpointSink {
 
     /// Leases were created (children at a shard end): look for leases to take now.
     fn leases_created(&self) {}
+
+    /// The same control with every write made on behalf of `acquisition`, refused once that acquisition ended.
+    fn for_acquisition(&self, acquisition: LeaseGeneration) -> Arc<dyn ShardLeaseControl>;
 }
 
 /// How a consumer ended.
@@ -54,6 +57,7 @@ pub(crate) enum ConsumerExit {
 }
 
 /// Everything a consumer needs besides its lease and processor.
+#[derive(Clone)]
 pub(crate) struct ShardConsumer {
     /// The stream this consumer reads (name or ARN).
     pub(crate) stream: Arc<str>,
@@ -70,9 +74,18 @@ pub(crate) struct ShardConsumer {
 impl ShardConsumer {
     /// Runs the lifecycle of `lease` with processors from `factory` (one per lane) until the shard ends or `stop`
     /// fires.
-    pub(crate) async fn run<F: ProcessorFactory>(&self, lease: Lease, factory: &F, stop: StopSignal) -> ConsumerExit {
+    /// Every write it makes is on behalf of `acquisition`, so a consumer whose acquisition ended cannot move the
+    /// checkpoint even after this worker acquired the lease again.
+    pub(crate) async fn run<F: ProcessorFactory>(
+        &self,
+        lease: Lease,
+        acquisition: LeaseGeneration,
+        factory: &F,
+        stop: StopSignal,
+    ) -> ConsumerExit {
         let span = tracing::info_span!("shard", shard_id = %lease.shard_id, lease_counter = lease.lease_counter);
-        self.run_inner(lease, factory, stop).instrument(span).await
+        let this = ShardConsumer { control: self.control.for_acquisition(acquisition), ..self.clone() };
+        this.run_inner(lease, factory, stop).instrument(span).await
     }
 
     async fn run_inner<F: ProcessorFactory>(&self, lease: Lease, factory: &F, mut stop: StopSignal) -> ConsumerExit {

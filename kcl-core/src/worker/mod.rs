@@ -54,12 +54,12 @@ pub use builder::WorkerBuilder;
 use control::CoordinatorControl;
 pub use pause::PauseHandle;
 use running::{Running, set_once};
-use streams::{Consumers, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
+use streams::{Consumers, Idle, MultiStream, NoShards, StreamTracker, on_streams_changed, start_or_idle};
 
 use crate::discover::{LeaseCleaner, Missing, Outage, ShardLister, ShardSyncConfig, ShardSyncer, missing};
 use crate::error::KclError;
 use crate::lease::coordinator::{LeaseCoordinator, LeaseCoordinatorHandle, LeaseEvent};
-use crate::lease::{Lease, LeaseStore};
+use crate::lease::{Lease, LeaseGeneration, LeaseStore};
 use crate::lifecycle::{ConsumerExit, PauseGate, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::RecordSource;
@@ -219,7 +219,7 @@ impl<F: ProcessorFactory> Worker<F> {
             pause,
             source: p.source.clone(),
             store: p.store.clone(),
-            control: Arc::new(CoordinatorControl(coordinator.clone())),
+            control: Arc::new(CoordinatorControl::new(coordinator.clone())),
             syncer: syncer.clone(),
         });
         let (mut consumers, mut sync_task) = match &p.mode {
@@ -249,10 +249,10 @@ impl<F: ProcessorFactory> Worker<F> {
         let mut shutdown_rx = self.shutdown_tx.subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
         // Leases acquired again while their previous consumer is still stopping; started when it exits.
-        let mut waiting: HashMap<String, Lease> = HashMap::new();
+        let mut waiting: HashMap<String, (Lease, LeaseGeneration)> = HashMap::new();
         // Held leases of streams not consumed now (multi-stream: not yet discovered here, or removed), by key, with
         // their stream identifier. They are renewed but not processed until their stream is listed again.
-        let mut idle: HashMap<String, Option<String>> = HashMap::new();
+        let mut idle: HashMap<String, Idle> = HashMap::new();
         let mut tasks: JoinSet<(String, ConsumerExit)> = JoinSet::new();
         // Leases whose consumer this worker ran and saw exit without finishing the shard. Acquiring one of them again
         // re-reads its checkpoint: that consumer's last checkpoint may have landed after the coordinator's copy was
@@ -292,16 +292,16 @@ impl<F: ProcessorFactory> Worker<F> {
                     let _ = self.shutdown_tx.send(true);
                 }
                 event = events.recv() => match event {
-                    Some(LeaseEvent::Acquired(lease)) => {
+                    Some(LeaseEvent::Acquired { lease, generation }) => {
                         if running.contains_key(&lease.lease_key) {
-                            waiting.insert(lease.lease_key.clone(), lease);
+                            waiting.insert(lease.lease_key.clone(), (lease, generation));
                         } else {
                             let lease = if ran_before.contains(&lease.lease_key) {
                                 with_stored_checkpoint(p.store.as_ref(), lease).await
                             } else {
                                 lease
                             };
-                            start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
+                            start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease, generation);
                         }
                     }
                     Some(LeaseEvent::HandoffRequested { lease_key }) => match running.get(&lease_key) {
@@ -336,7 +336,10 @@ impl<F: ProcessorFactory> Worker<F> {
                             continue;
                         }
                     };
-                    let stream = running.remove(&lease_key).and_then(|run| run.stream);
+                    let Some(Running { stream, acquisition, .. }) = running.remove(&lease_key) else {
+                        tracing::error!(lease_key, "a shard consumer the worker did not track exited");
+                        continue;
+                    };
                     let stopped_gracefully = matches!(exit, ConsumerExit::Stopped(StopReason::Handoff));
                     if matches!(exit, ConsumerExit::ShardEnded | ConsumerExit::AlreadyFinished) {
                         ran_before.remove(&lease_key);
@@ -344,19 +347,20 @@ impl<F: ProcessorFactory> Worker<F> {
                         ran_before.insert(lease_key.clone());
                     }
                     on_consumer_exit(&coordinator, &lease_key, exit).await;
-                    if let Some(lease) = waiting.remove(&lease_key)
+                    if let Some((lease, generation)) = waiting.remove(&lease_key)
                         && coordinator.is_held(&lease.lease_key)
                     {
                         let lease = with_stored_checkpoint(p.store.as_ref(), lease).await;
-                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
+                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease, generation);
                     } else if !shutting_down && stopped_gracefully && stream.is_some()
                         && let Some(lease) = coordinator.held_leases().into_iter().find(|l| l.lease_key == lease_key)
                     {
                         // Stopped because its stream was removed, and still ours (no handoff): hold it idle (the sync
                         // leader deletes it after the grace period) so that no other worker starts on it again — or
-                        // restart it at once if the stream was listed again meanwhile.
+                        // restart it at once if the stream was listed again meanwhile. Still the same acquisition: a
+                        // newer one would have been waiting, and an older one's writes are refused anyway.
                         let lease = with_stored_checkpoint(p.store.as_ref(), lease).await;
-                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease);
+                        start_or_idle(&mut tasks, &mut running, &mut idle, &mut consumers, &p.factory, lease, acquisition);
                     }
                 }
                 () = consumers.changed(), if !shutting_down => {

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseGeneration};
 use crate::lifecycle::{ConsumerExit, ShardConsumer, StopReason, StopSignal};
 use crate::process::ProcessorFactory;
 
@@ -16,6 +16,8 @@ pub(super) struct Running {
     pub(super) stop: watch::Sender<Option<StopReason>>,
     /// The lease's stream identifier (multi-stream applications).
     pub(super) stream: Option<String>,
+    /// The acquisition the consumer runs under: its writes are refused once that ends.
+    pub(super) acquisition: LeaseGeneration,
 }
 
 pub(super) fn set_once(current: &mut Option<StopReason>, reason: StopReason) -> bool {
@@ -40,6 +42,7 @@ pub(super) fn start_consumer<F: ProcessorFactory>(
     consumer: &Arc<ShardConsumer>,
     factory: &Arc<F>,
     lease: Lease,
+    acquisition: LeaseGeneration,
 ) {
     let (stop_tx, stop) = StopSignal::new();
     let lease_key = lease.lease_key.clone();
@@ -50,11 +53,11 @@ pub(super) fn start_consumer<F: ProcessorFactory>(
     tasks.spawn(
         async move {
             let key = lease.lease_key.clone();
-            let exit = consumer.run(lease, &*factory, stop).await;
+            let exit = consumer.run(lease, acquisition, &*factory, stop).await;
             metrics::gauge!(crate::telemetry::SHARD_CONSUMERS).decrement(1.0);
             (key, exit)
         }
         .in_current_span(),
     );
-    running.insert(lease_key, Running { stop: stop_tx, stream });
+    running.insert(lease_key, Running { stop: stop_tx, stream, acquisition });
 }

@@ -17,7 +17,7 @@ use crate::config::WorkerConfig;
 use crate::discover::{LeaseCleaner, ShardSyncConfig, ShardSyncer, StreamCatalog, StreamSource, is_sync_leader};
 use crate::error::KclError;
 use crate::lease::coordinator::LeaseCoordinatorHandle;
-use crate::lease::{Lease, LeaseStore};
+use crate::lease::{Lease, LeaseGeneration, LeaseStore};
 use crate::lifecycle::{ConsumerExit, ShardConsumer, StopReason};
 use crate::process::ProcessorFactory;
 use crate::retrieve::backoff::SplitMix64;
@@ -314,23 +314,32 @@ impl Consumers {
     }
 }
 
+/// A held lease whose stream is not consumed now (multi-stream): renewed, not processed.
+pub(super) struct Idle {
+    /// The lease's stream identifier.
+    pub(super) stream: Option<String>,
+    /// The acquisition to start its consumer under once the stream is consumed again.
+    pub(super) acquisition: LeaseGeneration,
+}
+
 /// Starts the consumer of a newly held lease, or keeps the lease idle while its stream is not consumed.
 pub(super) fn start_or_idle<F: ProcessorFactory>(
     tasks: &mut JoinSet<(String, ConsumerExit)>,
     running: &mut HashMap<String, Running>,
-    idle: &mut HashMap<String, Option<String>>,
+    idle: &mut HashMap<String, Idle>,
     consumers: &mut Consumers,
     factory: &Arc<F>,
     lease: Lease,
+    acquisition: LeaseGeneration,
 ) {
     match consumers.for_stream(lease.stream_identifier.as_deref()) {
         Some(consumer) => {
             idle.remove(&lease.lease_key);
-            start_consumer(tasks, running, &consumer, factory, lease);
+            start_consumer(tasks, running, &consumer, factory, lease, acquisition);
         }
         None => {
             tracing::debug!(lease_key = %lease.lease_key, "holding the lease of a stream not consumed now");
-            idle.insert(lease.lease_key, lease.stream_identifier);
+            idle.insert(lease.lease_key, Idle { stream: lease.stream_identifier, acquisition });
         }
     }
 }
@@ -340,7 +349,7 @@ pub(super) fn start_or_idle<F: ProcessorFactory>(
 pub(super) fn on_streams_changed<F: ProcessorFactory>(
     tasks: &mut JoinSet<(String, ConsumerExit)>,
     running: &mut HashMap<String, Running>,
-    idle: &mut HashMap<String, Option<String>>,
+    idle: &mut HashMap<String, Idle>,
     consumers: &mut Consumers,
     factory: &Arc<F>,
     coordinator: &LeaseCoordinatorHandle,
@@ -351,15 +360,21 @@ pub(super) fn on_streams_changed<F: ProcessorFactory>(
             run.stop.send_if_modified(|current| set_once(current, StopReason::Handoff));
         }
     }
-    let ready: Vec<String> =
-        idle.iter().filter(|(_, stream)| consumers.is_active(stream.as_deref())).map(|(key, _)| key.clone()).collect();
+    let ready: Vec<(String, LeaseGeneration)> = idle
+        .iter()
+        .filter(|(_, held)| consumers.is_active(held.stream.as_deref()))
+        .map(|(key, held)| (key.clone(), held.acquisition))
+        .collect();
     if ready.is_empty() {
         return;
     }
     // The coordinator's copy has the latest checkpoint.
     for lease in coordinator.held_leases() {
-        if ready.contains(&lease.lease_key) && !running.contains_key(&lease.lease_key) {
-            start_or_idle(tasks, running, idle, consumers, factory, lease);
+        let acquisition = ready.iter().find(|(key, _)| *key == lease.lease_key).map(|(_, acquisition)| *acquisition);
+        if let Some(acquisition) = acquisition
+            && !running.contains_key(&lease.lease_key)
+        {
+            start_or_idle(tasks, running, idle, consumers, factory, lease, acquisition);
         }
     }
 }

@@ -43,7 +43,7 @@ async fn a_coordinator_takes_only_readable_leases_and_reports_the_rest_once() {
     // Many take cycles (one per 100 ms): the bad items are listed every time.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await {
-        if let LeaseEvent::Acquired(lease) = event {
+        if let LeaseEvent::Acquired { lease, .. } = event {
             acquired.push(lease.lease_key);
         }
     }

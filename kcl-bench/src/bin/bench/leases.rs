@@ -157,7 +157,7 @@ fn spawn_processor(
         let me = handle.worker_id().to_owned();
         while let Some(event) = events.recv().await {
             match event {
-                LeaseEvent::Acquired(lease) => {
+                LeaseEvent::Acquired { lease, .. } => {
                     let mut acquired = ledger.acquired.lock().unwrap_or_else(|p| p.into_inner());
                     acquired.insert(lease.lease_key, (me.clone(), Instant::now()));
                 }

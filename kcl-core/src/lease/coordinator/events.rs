@@ -10,7 +10,13 @@ use crate::lease::Lease;
 #[non_exhaustive]
 pub enum LeaseEvent {
     /// This worker now owns the lease and may process its shard, starting after `lease.checkpoint`.
-    Acquired(Lease),
+    Acquired {
+        /// The lease as acquired.
+        lease: Lease,
+        /// This acquisition: pass it to the `*_in` writes of
+        /// [`LeaseCoordinatorHandle`](super::LeaseCoordinatorHandle) so that they are refused once it has ended.
+        generation: LeaseGeneration,
+    },
     /// Another worker is taking the lease over gracefully (or this worker is shutting down): finish the current
     /// batch, checkpoint, stop, then call [`LeaseCoordinatorHandle::handoff_done`](super::LeaseCoordinatorHandle::handoff_done).
     HandoffRequested {
@@ -25,6 +31,17 @@ pub enum LeaseEvent {
         reason: LostReason,
     },
 }
+
+/// One acquisition of a lease by this worker: from its [`LeaseEvent::Acquired`] to the `Lost` that ends it.
+///
+/// A worker can lose a lease and acquire it again while the processor of the first acquisition is still finishing
+/// (it self-fenced, nobody else took the lease, this worker adopted it back). The store's fence (owner and counter)
+/// cannot tell the two processors apart: both write as this worker. Writes made with
+/// [`LeaseCoordinatorHandle::checkpoint_in`](super::LeaseCoordinatorHandle::checkpoint_in) and its siblings name
+/// their acquisition and are refused with `LeaseLost` once it has ended, so only the current one moves the
+/// checkpoint. Generations of one coordinator only grow; they mean nothing across workers or restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseGeneration(pub(crate) u64);
 
 /// Why a lease was lost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::assignment::{Fleet, Local};
 use super::config::RenewalMode;
-use super::events::{LeaseEvent, LostReason};
+use super::events::{LeaseEvent, LeaseGeneration, LostReason};
 use super::fleet;
 use super::io;
 use super::slots::{self, Next, Reading, lock_slot};
@@ -137,7 +137,7 @@ async fn force_take(shared: &Shared, key: &str, generation: u64) {
                     slot.lease = written.value.clone();
                     slot.written_at = written.started;
                     slot.phase = Phase::Active;
-                    shared.emit(LeaseEvent::Acquired(written.value));
+                    shared.emit(LeaseEvent::Acquired { lease: written.value, generation: LeaseGeneration(generation) });
                     shared.update_held_gauge(&state);
                     shared.taker_wakeup.notify_one();
                 }
@@ -347,7 +347,7 @@ pub(crate) async fn confirm_incoming(shared: &Shared, key: &str, generation: u64
                     if !stopping {
                         slot.phase = Phase::Active;
                         tracing::debug!(lease_key = %key, "incoming handoff complete");
-                        shared.emit(LeaseEvent::Acquired(lease));
+                        shared.emit(LeaseEvent::Acquired { lease, generation: LeaseGeneration(generation) });
                         shared.update_held_gauge(&state);
                         shared.taker_wakeup.notify_one();
                     }

@@ -149,7 +149,7 @@ pub use self::config::{
     DEFAULT_ASSIGNMENT_POLL_INTERVAL, DEFAULT_EPSILON, DEFAULT_HANDOFF_TIMEOUT, DEFAULT_LEASE_DURATION,
     LeaseCoordinatorConfig, LeaseCoordinatorConfigBuilder, RenewalMode,
 };
-pub use self::events::{LeaseEvent, LostReason};
+pub use self::events::{LeaseEvent, LeaseGeneration, LostReason};
 pub use self::metrics::{LEASES_HELD, LEASES_LOST, LEASES_STOLEN, LEASES_TAKEN, RENEWAL_FAILURES};
 use self::state::Shared;
 use crate::ExtendedSequenceNumber;
@@ -332,24 +332,61 @@ impl LeaseCoordinatorHandle {
     /// [`handoff_done`](Self::handoff_done) as the final checkpoint (writing it earlier would let the new owner
     /// start while this processor may still be mid-batch). Fails with [`KclError::LeaseLost`] when the lease is not
     /// held (lost, handed off, or never acquired), including when the store rejects the fence.
+    ///
+    /// Any acquisition of the lease by this worker may write: prefer [`checkpoint_in`](Self::checkpoint_in), which
+    /// refuses a processor whose acquisition ended, unless one processor per lease runs at a time.
     pub async fn checkpoint(&self, lease_key: &str, checkpoint: &ExtendedSequenceNumber) -> Result<(), KclError> {
-        ops::checkpoint(self.shared(), lease_key, checkpoint).await
+        ops::checkpoint(self.shared(), lease_key, None, checkpoint).await
+    }
+
+    /// [`checkpoint`](Self::checkpoint) on behalf of the processor of one acquisition (from
+    /// [`LeaseEvent::Acquired`]): refused with [`KclError::LeaseLost`] once that acquisition has ended, even while
+    /// this worker holds the lease again.
+    pub async fn checkpoint_in(
+        &self,
+        acquisition: LeaseGeneration,
+        lease_key: &str,
+        checkpoint: &ExtendedSequenceNumber,
+    ) -> Result<(), KclError> {
+        ops::checkpoint(self.shared(), lease_key, Some(acquisition), checkpoint).await
     }
 
     /// Records a prepared (two-phase) checkpoint with optional application state. Allowed during an outgoing
-    /// handoff too (it does not end it).
+    /// handoff too (it does not end it). Any acquisition may write, as with [`checkpoint`](Self::checkpoint).
     pub async fn prepare_checkpoint(
         &self,
         lease_key: &str,
         pending: &ExtendedSequenceNumber,
         state: Option<Bytes>,
     ) -> Result<(), KclError> {
-        ops::prepare_checkpoint(self.shared(), lease_key, pending, state).await
+        ops::prepare_checkpoint(self.shared(), lease_key, None, pending, state).await
+    }
+
+    /// [`prepare_checkpoint`](Self::prepare_checkpoint) on behalf of one acquisition, refused once it has ended.
+    pub async fn prepare_checkpoint_in(
+        &self,
+        acquisition: LeaseGeneration,
+        lease_key: &str,
+        pending: &ExtendedSequenceNumber,
+        state: Option<Bytes>,
+    ) -> Result<(), KclError> {
+        ops::prepare_checkpoint(self.shared(), lease_key, Some(acquisition), pending, state).await
     }
 
     /// Records a finished shard's children (at shard end). Requires ownership, so not during an outgoing handoff.
+    /// Any acquisition may write, as with [`checkpoint`](Self::checkpoint).
     pub async fn update_child_shards(&self, lease_key: &str, child_shard_ids: &[String]) -> Result<(), KclError> {
-        ops::update_child_shards(self.shared(), lease_key, child_shard_ids).await
+        ops::update_child_shards(self.shared(), lease_key, None, child_shard_ids).await
+    }
+
+    /// [`update_child_shards`](Self::update_child_shards) on behalf of one acquisition, refused once it has ended.
+    pub async fn update_child_shards_in(
+        &self,
+        acquisition: LeaseGeneration,
+        lease_key: &str,
+        child_shard_ids: &[String],
+    ) -> Result<(), KclError> {
+        ops::update_child_shards(self.shared(), lease_key, Some(acquisition), child_shard_ids).await
     }
 
     /// The processor of `lease_key` has stopped after [`LeaseEvent::HandoffRequested`]: write the final checkpoint

@@ -9,7 +9,7 @@ use std::future::Future;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::events::LostReason;
+use super::events::{LeaseGeneration, LostReason};
 use super::fence;
 use super::io::{self, Written};
 use super::slots::{self, Next, lock_slot};
@@ -86,12 +86,19 @@ fn ours_after(lease: &Lease, me: &str, counter: u64) -> bool {
     lease.checkpointing_owner() == Some(me) && lease.lease_counter == counter + 1
 }
 
+/// The lease a write is for, and the acquisition it is made on behalf of (`None`: any acquisition of this worker).
+struct Target<'a> {
+    key: &'a str,
+    acquisition: Option<LeaseGeneration>,
+}
+
 /// The fenced write every pipeline operation makes: lock the slot, check phase and deadline, write fenced at the
 /// cached counter, and on a failed condition read the lease again and retry with what the read says (a refreshed
 /// counter, a handoff request) a few times before declaring the lease lost. `done` records a successful write.
+/// With an `acquisition`, the write is refused unless the slot is still that acquisition.
 async fn fenced_write<Fut>(
     shared: &Shared,
-    key: &str,
+    target: Target<'_>,
     op: &'static str,
     during_handoff: DuringHandoff<'_>,
     attempt: impl Fn(LeaseFence) -> Fut,
@@ -101,8 +108,13 @@ async fn fenced_write<Fut>(
 where
     Fut: Future<Output = Result<u64, LeaseStoreError>>,
 {
+    let Target { key, acquisition } = target;
     ensure_running(shared)?;
     let lock = lock_slot(shared, key).await.ok_or_else(|| lost(key))?;
+    if acquisition.is_some_and(|LeaseGeneration(generation)| generation != lock.generation) {
+        // The caller's acquisition ended; this worker holds the lease again under a newer one.
+        return Err(lost(key));
+    }
     let right = match during_handoff {
         DuringHandoff::Write => Right::Checkpoint,
         DuringHandoff::Refuse | DuringHandoff::Defer(_) | DuringHandoff::Finish => Right::Owner,
@@ -156,11 +168,16 @@ where
 }
 
 /// Writes a checkpoint (see `LeaseCoordinatorHandle::checkpoint`); deferred during an outgoing handoff.
-pub(crate) async fn checkpoint(shared: &Shared, key: &str, value: &ExtendedSequenceNumber) -> Result<(), KclError> {
+pub(crate) async fn checkpoint(
+    shared: &Shared,
+    key: &str,
+    acquisition: Option<LeaseGeneration>,
+    value: &ExtendedSequenceNumber,
+) -> Result<(), KclError> {
     let me = shared.worker_id.as_str();
     fenced_write(
         shared,
-        key,
+        Target { key, acquisition },
         "update_checkpoint",
         DuringHandoff::Defer(value),
         |fence| async move { shared.store.update_checkpoint(&fence, value).await },
@@ -182,6 +199,7 @@ pub(crate) async fn checkpoint(shared: &Shared, key: &str, value: &ExtendedSeque
 pub(crate) async fn prepare_checkpoint(
     shared: &Shared,
     key: &str,
+    acquisition: Option<LeaseGeneration>,
     pending: &ExtendedSequenceNumber,
     state_bytes: Option<Bytes>,
 ) -> Result<(), KclError> {
@@ -189,7 +207,7 @@ pub(crate) async fn prepare_checkpoint(
     let state_bytes = &state_bytes;
     fenced_write(
         shared,
-        key,
+        Target { key, acquisition },
         "prepare_checkpoint",
         DuringHandoff::Write,
         |fence| async move { shared.store.prepare_checkpoint(&fence, pending, state_bytes.clone()).await },
@@ -206,11 +224,16 @@ pub(crate) async fn prepare_checkpoint(
 }
 
 /// Records a finished shard's children (owner only).
-pub(crate) async fn update_child_shards(shared: &Shared, key: &str, children: &[String]) -> Result<(), KclError> {
+pub(crate) async fn update_child_shards(
+    shared: &Shared,
+    key: &str,
+    acquisition: Option<LeaseGeneration>,
+    children: &[String],
+) -> Result<(), KclError> {
     let me = shared.worker_id.as_str();
     fenced_write(
         shared,
-        key,
+        Target { key, acquisition },
         "update_child_shards",
         DuringHandoff::Refuse,
         |fence| async move { shared.store.update_child_shards(&fence, children).await },
@@ -229,7 +252,7 @@ pub(crate) async fn update_child_shards(shared: &Shared, key: &str, children: &[
 pub(crate) async fn release(shared: &Shared, key: &str) -> Result<(), KclError> {
     fenced_write(
         shared,
-        key,
+        Target { key, acquisition: None },
         "release_lease",
         DuringHandoff::Finish,
         |fence| async move { shared.store.release_lease(&fence).await },

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::assignment::{self, LeaseAssignment};
 use super::config::{LeaseCoordinatorConfig, RenewalMode};
-use super::events::{LeaseEvent, LostReason};
+use super::events::{LeaseEvent, LeaseGeneration, LostReason};
 use super::metrics::CoordinatorMetrics;
 use super::rng::Rng;
 use super::view::FleetView;
@@ -259,7 +259,7 @@ impl Shared {
         tracing::debug!(lease_key = %key, phase = ?phase, counter = lease.lease_counter, "lease slot added");
         state.slots.insert(key, Slot { lease, phase, written_at, io: Arc::default(), generation });
         if let Some(lease) = acquired {
-            self.emit(LeaseEvent::Acquired(lease));
+            self.emit(LeaseEvent::Acquired { lease, generation: LeaseGeneration(generation) });
         }
         self.update_held_gauge(state);
         self.clock_wakeup.notify_one();

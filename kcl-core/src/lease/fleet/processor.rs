@@ -10,13 +10,15 @@ use tokio::task::JoinHandle;
 
 use super::timeline::{Kind, Timeline, next_checkpoint};
 use crate::error::KclError;
-use crate::lease::coordinator::{LeaseCoordinatorHandle, LeaseEvent, LostReason};
+use crate::lease::coordinator::{LeaseCoordinatorHandle, LeaseEvent, LeaseGeneration, LostReason};
 
 /// The leases a worker is processing, and the task checkpointing each.
 #[derive(Default)]
 pub(super) struct Processing {
     running: Mutex<HashSet<String>>,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    /// The acquisition each lease was last started under: every checkpoint is written on its behalf.
+    acquisitions: Mutex<HashMap<String, LeaseGeneration>>,
     /// Every `Lost` the coordinator emitted, in order, with its reason (also after the lease stopped running here).
     lost: Mutex<Vec<(String, LostReason)>>,
 }
@@ -63,14 +65,16 @@ pub(super) async fn process(
     let me = handle.worker_id().to_owned();
     while let Some(event) = events.recv().await {
         match event {
-            LeaseEvent::Acquired(lease) => {
+            LeaseEvent::Acquired { lease, generation } => {
                 let key = lease.lease_key.clone();
                 timeline.record(&me, &key, Kind::Start { checkpoint: lease.checkpoint.clone() });
                 lock(&processing.running).insert(key.clone());
+                lock(&processing.acquisitions).insert(key.clone(), generation);
                 if let Some(every) = checkpoint_every {
                     let task = tokio::spawn(process_lease(
                         handle.clone(),
                         key.clone(),
+                        generation,
                         every,
                         timeline.clone(),
                         processing.clone(),
@@ -83,10 +87,15 @@ pub(super) async fn process(
             LeaseEvent::HandoffRequested { lease_key } => {
                 processing.stop(&me, &lease_key, "handoff requested", &timeline);
                 let (handle, timeline) = (handle.clone(), timeline.clone());
+                let acquisition = lock(&processing.acquisitions).get(&lease_key).copied();
                 tokio::spawn(async move {
                     let me = handle.worker_id();
                     let final_checkpoint = next_checkpoint();
-                    let checkpointed = handle.checkpoint(&lease_key, &final_checkpoint).await.is_ok();
+                    let checkpointed = match acquisition {
+                        Some(acquisition) => handle.checkpoint_in(acquisition, &lease_key, &final_checkpoint).await,
+                        None => handle.checkpoint(&lease_key, &final_checkpoint).await,
+                    }
+                    .is_ok();
                     if checkpointed {
                         timeline.record(me, &lease_key, Kind::Final { checkpoint: final_checkpoint });
                     }
@@ -107,13 +116,14 @@ pub(super) async fn process(
 async fn process_lease(
     handle: LeaseCoordinatorHandle,
     lease: String,
+    acquisition: LeaseGeneration,
     every: Duration,
     timeline: Arc<Timeline>,
     processing: Arc<Processing>,
 ) {
     loop {
         tokio::time::sleep(every).await;
-        match handle.checkpoint(&lease, &next_checkpoint()).await {
+        match handle.checkpoint_in(acquisition, &lease, &next_checkpoint()).await {
             Err(KclError::LeaseLost { .. }) => {
                 if lock(&processing.running).remove(&lease) {
                     timeline.record(handle.worker_id(), &lease, Kind::Stop { why: "checkpoint rejected".into() });
