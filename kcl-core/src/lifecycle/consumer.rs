@@ -127,6 +127,13 @@ impl ShardConsumer {
         let sink: Arc<dyn CheckpointSink> = self.control.clone();
         let checkpointer = Checkpointer::new(lease.lease_key.as_str(), sink, lease.checkpoint.clone());
         let (exit, mut lanes) = self.process_shard(&lease, processors, checkpointer, windowed, &mut stop).await;
+        // The reason as it is now, not as it was when the stop was first seen: a graceful stop (handoff, shutdown)
+        // waits for the batches in flight, and if one outlives the handoff timeout the lease is lost meanwhile. The
+        // processors must then hear `lease_lost`, not `shutdown_requested` (whose checkpoint would be refused).
+        let exit = match exit {
+            ConsumerExit::Stopped(_) => ConsumerExit::Stopped(stop.current().unwrap_or(StopReason::LeaseLost)),
+            other => other,
+        };
         match &exit {
             ConsumerExit::Stopped(StopReason::LeaseLost) => {
                 for lane in &mut lanes {
