@@ -36,6 +36,26 @@ pub struct WorkerSpec {
     pub postgres: Option<(String, String)>,
     /// Slot 0's slow processor: every Nth batch waits this many milliseconds (`--slow-every`, `--slow-ms`).
     pub slow_batch: Option<(u64, u64)>,
+    /// Workers whose wall clock is off.
+    pub skewed_clocks: Option<SkewedClocks>,
+}
+
+/// Workers whose wall clock runs off by a few seconds, through libfaketime (`LD_PRELOAD`, `FAKETIME`). Their
+/// monotonic clock is left alone (`FAKETIME_DONT_FAKE_MONOTONIC=1`): it is what lease expiry runs on, and the
+/// journals' evidence clock.
+#[derive(Clone, Debug)]
+pub struct SkewedClocks {
+    /// libfaketime's shared library.
+    pub library: PathBuf,
+    /// How far each slot's wall clock is off, in seconds (0: not skewed; slots past the end are not skewed).
+    pub seconds: Vec<i64>,
+}
+
+impl SkewedClocks {
+    /// How far `slot`'s wall clock is off, in seconds.
+    pub fn of(&self, slot: usize) -> i64 {
+        self.seconds.get(slot).copied().unwrap_or(0)
+    }
 }
 
 /// The state of one slot.
@@ -135,6 +155,14 @@ impl Fleet {
         }
         if let Some((every, ms)) = spec.slow_batch.filter(|_| slot == 0) {
             command.args(["--slow-every", &every.to_string(), "--slow-ms", &ms.to_string()]);
+        }
+        if let Some(skewed) = &spec.skewed_clocks
+            && skewed.of(slot) != 0
+        {
+            command
+                .env("LD_PRELOAD", &skewed.library)
+                .env("FAKETIME", format!("{:+}s", skewed.of(slot)))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         let child = command
             .args(["--stream", &spec.stream, "--app", &spec.app, "--worker-id", &s.id])

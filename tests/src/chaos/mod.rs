@@ -16,10 +16,12 @@
 //! | `KCL_CHAOS_RATE` | min(50, 15000 / duration) | user records put per second (keeps shards small for kinesis-mock) |
 //! | `KCL_CHAOS_KEEP` | unset | keep the run's files (they are kept anyway when the run fails) |
 //! | `KCL_CHAOS_WORKER_LOG` | `info,aws=warn` | the workers' `RUST_LOG` |
+//! | `KCL_CHAOS_SKEW` | on | `off`: no skewed clocks. On: worker `w1`'s wall clock runs 5 s ahead and `w2`'s 5 s behind (libfaketime; `KCL_FAKETIME_LIB` overrides its location); the run fails if the skew did not apply |
 //! | `KCL_CHAOS_SLOW` | on | `off`: no slow processor. On: every 10th batch of worker `w0`'s processors waits 1.5 lease durations before it is written, so the lease can move meanwhile |
 //! | `KCL_CHAOS_STORE` | `dynamodb` | `postgres`: leases in PostgreSQL and every record committed to a sink with its checkpoint; the sink must hold each put record exactly once (see `postgres.rs`) |
 
 mod binary;
+mod clocks;
 mod fleet;
 mod postgres;
 mod producer;
@@ -36,7 +38,7 @@ use kcl_dynamo_lease::DynamoLeaseStore;
 use tokio::time::Instant;
 
 pub use binary::{kcl_admin, verify_worker};
-pub use fleet::{Fleet, SlotState, TermExit, WorkerSpec};
+pub use fleet::{Fleet, SkewedClocks, SlotState, TermExit, WorkerSpec};
 pub use producer::produce;
 pub use reshard::{OpenShard, open_shards, wait_active};
 pub use scheduler::{ChaosLog, now_us};
@@ -71,6 +73,8 @@ pub struct ChaosConfig {
     pub store: ChaosStore,
     /// Whether worker `w0` has a slow processor (see [`SLOW_EVERY`]).
     pub slow_processor: bool,
+    /// Whether workers `w1` and `w2` run with skewed wall clocks (±5 s).
+    pub skewed_clocks: bool,
 }
 
 /// With [`ChaosConfig::slow_processor`], every this many batches of a `w0` processor wait 1.5 lease durations.
@@ -122,6 +126,11 @@ impl ChaosConfig {
                 None | Some("on") => true,
                 Some("off") => false,
                 Some(other) => return Err(format!("KCL_CHAOS_SLOW={other}: use on or off")),
+            },
+            skewed_clocks: match var("KCL_CHAOS_SKEW").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => return Err(format!("KCL_CHAOS_SKEW={other}: use on or off")),
             },
         })
     }
@@ -180,6 +189,7 @@ fn run_dir(name: &str) -> Result<PathBuf, String> {
 pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
     let started = Instant::now();
     let binary = verify_worker()?;
+    let skewed_clocks = config.skewed_clocks.then(|| clocks::plan(config.workers)).transpose()?;
     let kinesis = emulators().kinesis_client().await;
     let dynamodb = emulators().dynamodb_client().await;
     let stream = unique_name("chaos");
@@ -220,6 +230,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
             dir: dir.clone(),
             postgres: postgres.as_ref().map(|side| (side.url.clone(), side.table.clone())),
             slow_batch: config.slow_processor.then(|| (SLOW_EVERY, config.lease_ms * 3 / 2)),
+            skewed_clocks: skewed_clocks.clone(),
         },
         config.workers,
     );
@@ -270,6 +281,15 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
             Err(error) => problems.push(format!("cannot read the sink: {error}")),
         }
     }
+    let mut skews = Vec::new();
+    if let Some(plan) = &skewed_clocks {
+        let measured = clocks::measured(&fleet.journals)?;
+        let ids: Vec<String> = (0..fleet.len()).map(|slot| fleet.id(slot).to_owned()).collect();
+        problems.extend(clocks::problems(plan, &ids, &measured));
+        for (slot, id) in ids.iter().enumerate().filter(|(slot, _)| plan.of(*slot) != 0) {
+            skews.push((id.clone(), plan.of(slot), measured.get(id).cloned().unwrap_or_default()));
+        }
+    }
     let history = History {
         deliveries: verify::load_outputs(&fleet.outputs)?,
         journal: verify::load_journal(&fleet.journals)?,
@@ -289,6 +309,7 @@ pub async fn run(config: ChaosConfig) -> Result<ChaosOutcome, String> {
         drain_time,
         wall: started.elapsed(),
         problems: &problems,
+        skews: &skews,
     });
     std::fs::write(dir.join("summary.txt"), &summary).map_err(|e| e.to_string())?;
 

@@ -4,7 +4,7 @@
 //! in seeded order, so even a short run exercises them all; the rest are drawn by weight. A worker is only taken
 //! away while at least one other is running.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -42,7 +42,7 @@ const LEASE_TABLE_PROXY: usize = 1;
 const MIN_OPEN: usize = 3;
 const MAX_OPEN: usize = 6;
 
-/// What the scheduler did. Times are µs since the Unix epoch (the journals' clock).
+/// What the scheduler did. Times are on the journals' clock ([`crate::verify::evidence_now_us`]).
 #[derive(Clone, Debug, Default)]
 pub struct ChaosLog {
     /// Worker id and time of each SIGKILL.
@@ -63,9 +63,9 @@ pub struct ChaosLog {
     pub skipped: Vec<String>,
 }
 
-/// Now, in µs since the Unix epoch.
+/// Now, on the journals' clock ([`crate::verify::evidence_now_us`]).
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    crate::verify::evidence_now_us()
 }
 
 /// Follow-ups of actions, due at a time.

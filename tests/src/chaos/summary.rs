@@ -19,6 +19,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) drain_time: Duration,
     pub(crate) wall: Duration,
     pub(crate) problems: &'a [String],
+    /// Each skewed worker's planned skew (s) and measured skews at its starts (ms), when the class is on.
+    pub(crate) skews: &'a [(String, i64, Vec<i64>)],
 }
 
 /// The gaps (seconds, ascending) over `events`, and how many shards had no later processor (a paused worker that
@@ -107,6 +109,16 @@ pub(crate) fn render(i: &Inputs<'_>) -> String {
             r.slow_batches,
             c.lease_ms * 3 / 2
         );
+    }
+    if !i.skews.is_empty() {
+        let skews: Vec<String> = i
+            .skews
+            .iter()
+            .map(|(id, planned, measured)| {
+                format!("{id} {planned:+} s (measured at {} starts: {measured:?} ms)", measured.len())
+            })
+            .collect();
+        let _ = writeln!(s, "skewed wall clocks: {}", skews.join("; "));
     }
     let _ = writeln!(s, "{}", describe_gap("failover after a kill (kill -> next processor start)", gaps(h, &l.kills)));
     let _ = writeln!(s, "{}", describe_gap("failover after a pause (SIGSTOP -> next start)", gaps(h, &l.pauses)));

@@ -8,7 +8,7 @@
 //!    with; nothing is delivered that was not put.
 //! 2. **Order.** For each partition key, first deliveries happen in put order. Checked across shards, which is
 //!    stronger than per shard: a child shard starts only after its parents finished, so a key's records stay in
-//!    order through splits and merges. Deliveries are ordered by their batch's time (one clock: every process runs
+//!    order through splits and merges. Deliveries are ordered by their batch's time (one clock, [`evidence_now_us`]: every process runs
 //!    on this machine), then by position in the output file.
 //! 3. **Every duplicate is explained.** A redelivery must come from a different processor instance (an *epoch*)
 //!    that started from a checkpoint below the record, and the epoch that delivered it before must have ended
@@ -39,6 +39,19 @@ use kcl_core::{ExtendedSequenceNumber, SequenceNumber};
 
 pub use load::{fetch_shards, load_journal, load_outputs, load_puts, load_run, save_end_state, write_put_line};
 pub use records::ResumeGap;
+
+/// The evidence clock: µs of `CLOCK_MONOTONIC`. Every process on this machine reads the same one, and no change of
+/// the wall clock moves it: not NTP, not a worker whose wall clock the chaos suite skews with libfaketime (which
+/// leaves the monotonic clock alone with `FAKETIME_DONT_FAKE_MONOTONIC=1`). Every `t` in outputs and journals is on
+/// it, as are the scheduler's kill times; Java's `System.nanoTime()` reads the same clock on Linux (the Java peer's
+/// evidence uses it).
+pub fn evidence_now_us() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` only writes the timespec it is given, which lives for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed: {}", std::io::Error::last_os_error());
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
 
 /// One record the producer put (one user record; sub-sequence > 0 inside a KPL aggregate).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +92,7 @@ pub struct Delivery {
     pub data: Vec<u8>,
     /// The processor instance (`WORKER#PID#N`).
     pub epoch: String,
-    /// When its batch was written (µs since the Unix epoch).
+    /// When its batch was written ([`evidence_now_us`]).
     pub t: u64,
     /// Which output file (index in load order) and line: orders deliveries with the same `t`.
     pub file: usize,
@@ -219,7 +232,7 @@ pub struct Write {
 /// A journal line with its time and process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// µs since the Unix epoch.
+    /// When ([`evidence_now_us`]).
     pub t: u64,
     /// The worker id.
     pub worker: String,

@@ -97,8 +97,9 @@ fn resume_gaps(fleet: &Fleet, victim: &str, at_us: u64) -> Result<Vec<f64>, Stri
         .collect())
 }
 
+/// Now on the evidence clock, which the workers' output lines use.
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    kcl_tests::verify::evidence_now_us()
 }
 
 pub async fn failover(args: FailoverJavaArgs) -> Result<Report, Box<dyn std::error::Error>> {

@@ -7,7 +7,8 @@
 //! `call` without its `ret` means "sent, outcome unknown". Lines are not fsynced (a process crash, not a machine
 //! crash, is what the chaos suite injects).
 //!
-//! Common fields: `t` (microseconds since the Unix epoch; every process of a test runs on one machine, one clock),
+//! Common fields: `t` (microseconds of `CLOCK_MONOTONIC`, `kcl_tests::verify::evidence_now_us`: every process of a
+//! test runs on one machine, one clock that a skewed wall clock does not move),
 //! `ev` (the event). Positions are written as `SEQUENCE/SUB` or a sentinel name (`TRIM_HORIZON`, `SHARD_END`).
 
 use std::fs::File;
@@ -23,8 +24,13 @@ use kcl_core::ExtendedSequenceNumber;
 use kcl_core::lease::{Lease, LeaseFence, LeasePage, LeaseStore, LeaseStoreError, PageToken, WorkerHeartbeat};
 use serde_json::{Value, json};
 
-/// Microseconds since the Unix epoch.
+/// Now on the evidence clock (µs of `CLOCK_MONOTONIC`).
 pub fn now_us() -> u64 {
+    kcl_tests::verify::evidence_now_us()
+}
+
+/// The wall clock in µs since the Unix epoch (journaled once at start, so a skewed clock can be measured).
+pub fn wall_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 

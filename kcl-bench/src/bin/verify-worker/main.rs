@@ -153,7 +153,7 @@ fn main() {
 async fn run(args: Args) -> Result<(), BoxError> {
     let journal = Arc::new(Journal::open(args.journal.as_deref())?);
     let pid = std::process::id();
-    journal.event(json!({"ev": "start", "worker": args.worker_id, "pid": pid}));
+    journal.event(json!({"ev": "start", "worker": args.worker_id, "pid": pid, "wall_us": journal::wall_us()}));
     let result = run_worker(&args, journal.clone()).await;
     let error = result.as_ref().err().map(ToString::to_string);
     journal.event(json!({"ev": "exit", "worker": args.worker_id, "pid": pid, "ok": result.is_ok(), "error": error}));

@@ -2,8 +2,8 @@
 //! fsync), and only then checkpoints the batch. Each processor instance is an *epoch* (`WORKER#PID#N`): the
 //! verifier uses it to tell a redelivery after a crash or a lease move from a duplicate inside one processor.
 //!
-//! Output line: `{"worker","shard","seq","sub","pk","data_b64","epoch","t"}` (`t`: microseconds since the Unix
-//! epoch when the batch was written).
+//! Output line: `{"worker","shard","seq","sub","pk","data_b64","epoch","t"}` (`t`: when the batch was written, on
+//! the evidence clock, see `journal::now_us`).
 
 use std::fs::File;
 use std::io::Write;

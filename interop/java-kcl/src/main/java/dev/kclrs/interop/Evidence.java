@@ -33,10 +33,12 @@ final class Evidence {
         return new Evidence(channel, durable);
     }
 
-    /** Microseconds since the Unix epoch (the verifier orders deliveries of all processes by it: one clock). */
+    /**
+     * Microseconds of CLOCK_MONOTONIC, which {@code System.nanoTime()} reads on Linux: the evidence clock that the
+     * verifier orders the deliveries of all processes by (kcl_tests::verify::evidence_now_us), Rust and Java alike.
+     */
     static long nowMicros() {
-        java.time.Instant now = java.time.Instant.now();
-        return now.getEpochSecond() * 1_000_000L + now.getNano() / 1_000L;
+        return System.nanoTime() / 1_000L;
     }
 
     /** Appends {@code text} (complete lines) in one write, fsynced when durable. */
