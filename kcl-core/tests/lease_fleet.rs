@@ -233,6 +233,37 @@ async fn graceful_stop_after_an_old_listing(setup: Setup) {
     fleet.timeline.assert_no_overlap();
 }
 
+/// The content of a stopping worker's last listing may be stale as well as old: three workers that just converged
+/// (in CI on DynamoDB Local, 78 ms after starting) can stop one whose taker last listed before the others' final
+/// takes. Here w3's listings return a frozen copy of the table for two lease durations, so by its view every other
+/// worker's counters stopped moving; then it stops just after one of those listings returned (so by age it is
+/// fresh), with listings slow again (half a lease duration behind the processors' `handoff_done`). Its hand-over
+/// must judge from a listing made after the stop began.
+async fn graceful_stop_after_a_stale_listing(setup: Setup) {
+    let mut fleet = memory_fleet(12, setup.mode, setup.lease_duration_ms).await;
+    let w3_store = Arc::new(PartitionableStore::new(fleet.store.clone(), "w3"));
+    fleet.start("w1");
+    fleet.start("w2");
+    fleet.start_with_store("w3", w3_store.clone());
+    fleet.converge(CONVERGE).await;
+    let ld = fleet.config.lease_duration();
+    // Slow listings also keep a taker that thinks it sees expired leases (and loses every take) from spinning.
+    w3_store.slow_listings(ld / 4);
+    w3_store.freeze_listings(true);
+    tokio::time::sleep(ld * 2).await;
+    // Stop right after a (frozen) listing returned: by age the last listing is as fresh as can be.
+    fleet
+        .wait_for(ld * 2, "a frozen listing to return", async |_| {
+            w3_store.last_listing().is_some_and(|at| at.elapsed() < Duration::from_millis(20))
+        })
+        .await;
+    w3_store.freeze_listings(false);
+    w3_store.slow_listings(ld / 2);
+    let Handover { leaving, handed_off, lost, .. } = fleet.stop_and_await_handover("w3", Duration::from_secs(10)).await;
+    assert_eq!(handed_off, leaving, "w3 must hand every lease to a live worker; its losses: {lost:?}");
+    fleet.timeline.assert_no_overlap();
+}
+
 /// Every worker's store fails 5 % of calls before they reach it and 3 % of writes after they were applied (an
 /// unknown outcome). The fleet must still converge, absorb a joining worker and a graceful stop, and never process
 /// a lease twice at once. For stress runs, override the rates (per mille) and the seed with `KCL_FLAKY_BEFORE`,
@@ -278,6 +309,7 @@ in_both_modes!(
     crash_failover,
     graceful_stop,
     graceful_stop_after_an_old_listing,
+    graceful_stop_after_a_stale_listing,
     zombie_is_fenced,
     join_without_overlap,
     flaky_store_never_overlaps,

@@ -1,6 +1,6 @@
 //! A store wrapper that can cut one worker off from the store (every call fails as transient), and remembers the
 //! last counter that worker's writes produced per lease, to replay its stale fence later. It can also slow the
-//! worker's full listings down and tells when the last one returned.
+//! worker's full listings down, freeze what they return, and tells when the last one returned.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,8 @@ pub struct PartitionableStore {
     last_counter: Mutex<HashMap<String, u64>>,
     listing_delay: Mutex<Duration>,
     last_listing: Mutex<Option<Instant>>,
+    /// While frozen: the page every full listing returns (taken at the first listing after freezing).
+    frozen: Mutex<Option<Option<LeasePage>>>,
 }
 
 impl PartitionableStore {
@@ -31,7 +33,14 @@ impl PartitionableStore {
             last_counter: Mutex::default(),
             listing_delay: Mutex::default(),
             last_listing: Mutex::default(),
+            frozen: Mutex::default(),
         }
+    }
+
+    /// While `frozen`, every full listing returns what the first one after freezing returned: the worker keeps
+    /// listing but sees the table as it was (stale counters, stale owners).
+    pub fn freeze_listings(&self, frozen: bool) {
+        *self.frozen.lock().unwrap() = frozen.then_some(None);
     }
 
     /// Delays every page of a full listing (not the by-owner reads of the assignment poll) by `delay`.
@@ -85,7 +94,19 @@ impl LeaseStore for PartitionableStore {
         self.check("list_leases")?;
         let delay = *self.listing_delay.lock().unwrap();
         tokio::time::sleep(delay).await;
-        let page = self.inner.list_leases(page, page_size).await;
+        let frozen = self.frozen.lock().unwrap().clone();
+        let page = match frozen {
+            Some(Some(snapshot)) => Ok(snapshot),
+            Some(None) => {
+                let page = self.inner.list_leases(page, page_size).await?;
+                assert!(page.next_page.is_none(), "freeze_listings supports one-page tables");
+                if let Some(slot) = self.frozen.lock().unwrap().as_mut() {
+                    *slot = Some(page.clone());
+                }
+                Ok(page)
+            }
+            None => self.inner.list_leases(page, page_size).await,
+        };
         *self.last_listing.lock().unwrap() = Some(Instant::now());
         page
     }

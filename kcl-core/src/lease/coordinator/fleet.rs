@@ -41,21 +41,31 @@ pub(crate) async fn list_and_observe(shared: &Shared) -> Option<Vec<Lease>> {
         state.view.observe_heartbeats(&heartbeats, &leases, at);
     }
     state.last_table_read = Some(state.last_table_read.map_or(started, |t| t.max(started)));
-    state.listing = leases.clone();
-    state.listed_at = Some(state.listed_at.map_or(listed_at, |t| t.max(listed_at)));
+    // Listings may overlap (the taker's and a stopping worker's): keep the one that began last.
+    if state.listed.is_none_or(|(previous, _)| previous <= started) {
+        state.listing = leases.clone();
+        state.listed = Some((started, listed_at));
+    }
     Some(leases)
 }
 
-/// Lists again unless the last listing is younger than one renewal interval. For a stopping worker choosing whom
-/// to hand a lease to: the taker lists only every take interval (longer than a lease duration by default), and
-/// judged from a listing that old every other worker's leases look expired (per-lease mode: their counters were
-/// last seen to change back then), so there would be no live receiver and the lease would be released instead of
-/// handed over. A live worker renews at least once per renewal interval, so a listing younger than that, compared
-/// with the one before it, shows each live owner's counter moving.
-pub(crate) async fn ensure_fresh_listing(shared: &Shared) {
+/// For a stopping worker choosing whom to hand a lease to: lists again unless the last listing began after the
+/// shutdown did and is younger than one renewal interval. An older listing misleads both ways. Its content may
+/// predate the fleet's last moves (three workers that just converged: the taker's listing can show the others'
+/// leases unowned). And judged from it every other worker may look expired: the taker lists about once per lease
+/// duration, so just before its next listing each counter it saw was last seen to change a lease duration ago
+/// (per-lease mode). Either way there is no live receiver and the lease would be released instead of handed over.
+/// A live worker renews at least once per renewal interval, so a listing that young, compared with the one before
+/// it, shows each live owner's counter moving.
+pub(crate) async fn ensure_listing_since_stop(shared: &Shared) {
     let fresh = |shared: &Shared| {
-        let listed_at = shared.state().listed_at;
-        listed_at.is_some_and(|at| at.elapsed() < shared.config.renewal_interval())
+        let state = shared.state();
+        match (state.listed, state.stopping_since) {
+            (Some((started, ended)), Some(stop)) => {
+                started >= stop && ended.elapsed() < shared.config.renewal_interval()
+            }
+            _ => false,
+        }
     };
     if fresh(shared) {
         return;

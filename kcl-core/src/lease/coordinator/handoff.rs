@@ -296,8 +296,9 @@ pub(crate) async fn maintain(shared: &Shared) {
 pub(crate) async fn handoff_done(shared: &Shared, key: &str) -> Result<(), KclError> {
     if shared.state().stopping {
         // `hand_over` picks the receiver from the last listing. The drain lists the table too, but a processor's
-        // `handoff_done` can arrive first. Listed before the slot is locked: renewals of the slot must not wait.
-        fleet::ensure_fresh_listing(shared).await;
+        // `handoff_done` can arrive before that listing does. Listed before the slot is locked: renewals of the slot
+        // must not wait.
+        fleet::ensure_listing_since_stop(shared).await;
     }
     let Some(lock) = lock_slot(shared, key).await else {
         return Err(KclError::LeaseLost { lease_key: key.to_owned() });

@@ -23,6 +23,7 @@ pub(crate) async fn drain(shared: &Shared) {
     {
         let mut state = shared.state();
         state.stopping = true;
+        state.stopping_since = Some(Instant::now());
         for (key, slot) in state.slots.iter_mut() {
             if matches!(slot.phase, Phase::Active) {
                 slot.phase = Phase::Draining;

@@ -107,8 +107,10 @@ pub(crate) struct State {
     pub(crate) view: FleetView,
     /// The last full listing of the lease table (to choose whom to hand leases to at shutdown).
     pub(crate) listing: Vec<Lease>,
-    /// When `listing` (and the view with it) was taken: the end of its read.
-    pub(crate) listed_at: Option<Instant>,
+    /// When `listing` (and the view with it) was taken: the start and the end of its read.
+    pub(crate) listed: Option<(Instant, Instant)>,
+    /// When the graceful shutdown began.
+    pub(crate) stopping_since: Option<Instant>,
     /// Leases handed to each worker during this worker's shutdown, so they are spread out.
     pub(crate) handed: HashMap<String, usize>,
     /// The start of the last successful read of the lease table (heartbeat mode renews only while reads work).
