@@ -145,6 +145,13 @@ impl ShardSyncer {
         Ok(created)
     }
 
+    /// Whether the stream still lists `shard_id` (open or closed; a shard past the retention period is gone). One
+    /// `ListShards` (every page).
+    pub async fn shard_listed(&self, shard_id: &str) -> Result<bool, KclError> {
+        let shards = self.lister.list_shards(ShardListFilter::All).await?;
+        Ok(shards.iter().any(|shard| shard.shard_id == shard_id))
+    }
+
     /// How long to wait before the next periodic sync: the interval ± 10 %, so a fleet's syncs drift apart.
     pub fn next_sync_delay(&self) -> Duration {
         let base = self.config.shard_sync_interval;

@@ -167,7 +167,7 @@ impl ShardConsumer {
             };
             loop {
                 let finished = match self.store.get_lease(&parent_key).await {
-                    Ok(None) => true,
+                    Ok(None) => self.parent_without_lease_is_finished(lease, parent).await,
                     Ok(Some(parent_lease)) => parent_lease.checkpoint.is_shard_end(),
                     Err(error) => {
                         tracing::warn!(parent = %parent_key, %error, "could not read the parent lease; will retry");
@@ -186,6 +186,33 @@ impl ShardConsumer {
             }
         }
         Ok(())
+    }
+
+    /// A parent with no lease counts as finished when nothing has to wait for it: the child starts at the
+    /// application's initial position (`LATEST`, a timestamp: it has no ancestry to respect), or has started already,
+    /// or the parent shard has left the stream (past retention). A child that starts from its beginning while the
+    /// parent is still listed waits: the parent's lease is yet to be created. That happens to a merge child, created
+    /// at the end of one parent from its `ChildShards` while the other parent (itself a young child) has no lease yet;
+    /// treating the absence as "finished" started the child first and broke per-key order (found by the chaos suite).
+    /// Its lease comes from that parent's own parent ending, or from the next shard sync. Finished leases are deleted
+    /// only once all their children have started, so a deleted parent never holds this child back.
+    async fn parent_without_lease_is_finished(&self, child: &Lease, parent: &str) -> bool {
+        if !matches!(child.checkpoint, ExtendedSequenceNumber::TrimHorizon | ExtendedSequenceNumber::AtTimestamp(None))
+        {
+            return true;
+        }
+        match self.syncer.shard_listed(parent).await {
+            Ok(listed) => {
+                if listed {
+                    tracing::debug!(parent, "the parent shard has no lease yet; waiting for it");
+                }
+                !listed
+            }
+            Err(error) => {
+                tracing::warn!(parent, %error, "could not list shards to find the parent shard; will retry");
+                false
+            }
+        }
     }
 
     async fn open_reader(
